@@ -1,0 +1,38 @@
+"""Every Prometheus metric syncd exports, defined in one place (names are a public contract)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, PlatformCollector
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+SYNC_CHANGES = Counter(
+    "syncd_sync_changes_total", "Changes synced, by connector, direction (in/out) and outcome.",
+    ["connector", "direction", "outcome"], registry=REGISTRY)
+REMOTE_REQUESTS = Counter(
+    "syncd_remote_requests_total", "HTTP requests made to remote systems.",
+    ["connector", "operation", "status"], registry=REGISTRY)
+REMOTE_REQUEST_SECONDS = Histogram(
+    "syncd_remote_request_seconds", "Duration of remote HTTP requests.",
+    ["connector", "operation"], registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+SYNC_LAG_SECONDS = Gauge(
+    "syncd_sync_lag_seconds", "Age of the newest remote change not yet applied, per connector.",
+    ["connector"], registry=REGISTRY)
+OUTBOX_PENDING = Gauge(
+    "syncd_outbox_pending", "Outbox rows waiting to be delivered, per connector.",
+    ["connector"], registry=REGISTRY)
+DEAD_LETTERS = Gauge(
+    "syncd_dead_letters", "Outbox rows that gave up and wait for an operator, per connector.",
+    ["connector"], registry=REGISTRY)
+CONFLICTS = Counter(
+    "syncd_conflicts_total", "Fields changed on both sides since the last sync, resolved by policy.",
+    ["connector", "field"], registry=REGISTRY)
+MAPPING_RELOADS = Counter(
+    "syncd_mapping_reloads_total", "Mapping file reloads, by outcome (applied/rejected).",
+    ["outcome"], registry=REGISTRY)
+WORKER_RESTARTS = Counter(
+    "syncd_worker_restarts_total", "Worker threads restarted after a crash.",
+    ["worker"], registry=REGISTRY)
