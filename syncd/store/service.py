@@ -246,6 +246,19 @@ def linked_remote_comment_ids(*, session: Session, connector: str,
         CommentLink.connector == connector, CommentLink.remote_comment_id.in_(ids))))
 
 
+def comments_without_link(*, session: Session, incident_id: int, connector: str) -> list[Comment]:
+    """The incident's comments that did not come from ``connector`` and are not linked to it yet."""
+    linked = select(CommentLink.comment_id).where(CommentLink.connector == connector)
+    return list(session.scalars(select(Comment).where(
+        Comment.incident_id == incident_id, Comment.origin != connector,
+        Comment.id.not_in(linked)).order_by(Comment.id)))
+
+
+def remote_comment_id(*, session: Session, comment_id: int, connector: str) -> str | None:
+    return session.scalar(select(CommentLink.remote_comment_id).where(
+        CommentLink.comment_id == comment_id, CommentLink.connector == connector))
+
+
 def comments(*, session: Session, incident_id: int) -> list[Comment]:
     return list(session.scalars(select(Comment).where(Comment.incident_id == incident_id)
                                 .order_by(Comment.id)))
@@ -289,6 +302,12 @@ def enqueue(*, session: Session, incident_id: int | None, connector: str, operat
     return item
 
 
+def has_open_create(*, session: Session, incident_id: int, connector: str) -> bool:
+    return bool(session.scalar(select(func.count()).select_from(OutboxItem).where(
+        OutboxItem.incident_id == incident_id, OutboxItem.connector == connector,
+        OutboxItem.operation == "create", OutboxItem.state.in_(("pending", "in_flight")))))
+
+
 def _is_last_open(session: Session, item: OutboxItem) -> bool:
     """True when no later open row of the pair exists (coalescing must not jump over a comment)."""
     later = session.scalar(select(func.count()).select_from(OutboxItem).where(
@@ -320,6 +339,8 @@ def claim_due(*, session: Session, worker: str, now: datetime, lease: timedelta,
         query = query.where(OutboxItem.connector == connector)
     items = list(session.scalars(query))
     for item in items:
+        if item.state == "in_flight":
+            item.attempts += 1        # its claimer died mid-delivery: that attempt counts
         item.state = "in_flight"
         item.claimed_by = worker
         item.claimed_until = now + lease
@@ -385,6 +406,29 @@ def dead_letter(*, session: Session, incident_id: int | None, connector: str, op
     session.add(item)
     session.flush()
     return item
+
+
+def inbound_dead_letter_exists(*, session: Session, connector: str, remote_id: str,
+                               version: str) -> bool:
+    """An unmappable remote version is recorded once, however often polls see it."""
+    rows = session.scalars(select(OutboxItem.fields).where(
+        OutboxItem.connector == connector, OutboxItem.operation == "inbound",
+        OutboxItem.state.in_(("dead", "pending"))))
+    return any(f.get("remote_id") == remote_id and f.get("version") == version for f in rows)
+
+
+def pending_inbound(*, session: Session, connector: str) -> list[OutboxItem]:
+    """Inbound dead letters an operator asked to retry."""
+    return list(session.scalars(select(OutboxItem).where(
+        OutboxItem.connector == connector, OutboxItem.operation == "inbound",
+        OutboxItem.state == "pending").order_by(OutboxItem.id)))
+
+
+def close_inbound(*, session: Session, item_id: int, now: datetime) -> None:
+    item = session.get(OutboxItem, item_id, with_for_update=True)
+    if item is not None:
+        item.state = "done"
+        item.updated_at = now
 
 
 def dead_letters(*, session: Session, connector: str | None = None) -> list[OutboxItem]:

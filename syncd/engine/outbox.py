@@ -1,0 +1,190 @@
+"""Outbound delivery: claimed outbox rows become remote writes.
+
+No database transaction is held across a remote call: a row is claimed (with a lease), the remote is
+written, and a second transaction completes the row together with the link's new shadow and version.
+A crash between the write and that commit leaves the row to be claimed again once its lease runs out;
+each operation is safe to repeat: a create first looks for its correlation id (invariant 3), an update
+re-sends the same values, a comment first looks for its own body.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any, Callable, Mapping
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from syncd.clock import Clock
+from syncd.connectors.base import RemoteError
+from syncd.engine.runtime import ConnectorRuntime, correlation_id, template_context
+from syncd.mapping import UnmappableValue
+from syncd.metrics import SYNC_CHANGES
+from syncd.store import service
+from syncd.store.db import transaction
+from syncd.store.models import Incident, OutboxItem
+
+log = logging.getLogger(__name__)
+
+
+class OutboxDelivery:
+    """Claims due outbox rows and delivers them to their connectors."""
+
+    def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
+                 clock: Clock, backoff: service.Backoff = service.Backoff(),
+                 lease: timedelta = timedelta(minutes=2),
+                 after_remote_write: Callable[[OutboxItem], None] | None = None):
+        self.sessions = sessions
+        self.runtimes = runtimes
+        self.clock = clock
+        self.backoff = backoff
+        self.lease = lease
+        # Fault hook for tests: runs after the remote write and before its commit.
+        self.after_remote_write = after_remote_write
+
+    def deliver_due(self, worker: str, *, limit: int = 10) -> int:
+        """Claim up to ``limit`` due rows and deliver each; returns how many were claimed."""
+        with transaction(self.sessions) as session:
+            items = service.claim_due(session=session, worker=worker, now=self.clock.now(),
+                                      lease=self.lease, limit=limit)
+            session.expunge_all()
+        for item in items:
+            self.deliver(item, worker)
+        return len(items)
+
+    def deliver(self, item: OutboxItem, worker: str) -> None:
+        runtime = self.runtimes.get(item.connector)
+        try:
+            if runtime is None:
+                raise UnmappableValue(f"connector {item.connector!r} is not configured any more")
+            operation = {"create": self._create, "update": self._update,
+                         "comment": self._comment}[item.operation]
+            operation(runtime, item, worker)
+            SYNC_CHANGES.labels(item.connector, "out", item.operation).inc()
+        except RemoteError as error:
+            self._failed(item, worker, error.message if error.status is None
+                         else f"{error.status}: {error.message}", error.transient, error.retry_after)
+        except UnmappableValue as error:
+            self._failed(item, worker, str(error), transient=False)
+
+    # -- operations ------------------------------------------------------------------------------
+    def _create(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
+        incident, values, link = self._read(item, runtime.name)
+        if link is not None:                      # already created (a retried or duplicate row)
+            self._push(runtime, item, worker, incident, values, link, list(values))
+            return
+        mapping = runtime.mapping()
+        correlation = correlation_id(incident.id)
+        record = runtime.connector.find_by_correlation(correlation)
+        if record is None:
+            remote_fields = mapping.to_remote(values, context=template_context(incident), creating=True)
+            record = runtime.connector.create(remote_fields, correlation_id=correlation)
+            written = values
+        else:
+            log.info("adopting a record created before a crash",
+                     extra={"connector": runtime.name, "incident": incident.id,
+                            "remote_key": record.key})
+            written = {}
+        self._hook(item)
+        shadow = {**mapping.to_canonical(record.fields), **written}
+        with transaction(self.sessions) as session:
+            service.create_link(session=session, incident_id=incident.id, connector=runtime.name,
+                                remote_id=record.remote_id, remote_key=record.key,
+                                remote_url=record.url, remote_version=None, shadow=shadow,
+                                now=self.clock.now())
+            service.append_timeline(session=session, incident_id=incident.id, at=self.clock.now(),
+                                    kind="linked", actor=None, source=runtime.name,
+                                    data={"connector": runtime.name, "remote_key": record.key,
+                                          "url": record.url})
+            service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
+        if not written:       # adopted: bring the record up to date with the store
+            with transaction(self.sessions) as session:
+                service.enqueue(session=session, incident_id=incident.id, connector=runtime.name,
+                                operation="update", fields=dict(values), now=self.clock.now())
+
+    def _update(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
+        incident, values, link = self._read(item, runtime.name)
+        if link is None:
+            raise UnmappableValue(f"incident {item.incident_id} has no {runtime.name} record to update")
+        self._push(runtime, item, worker, incident, values, link, list(item.fields))
+
+    def _push(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str, incident: Incident,
+              values: dict[str, Any], link: Any, names: list[str]) -> None:
+        """Write the named fields where the store differs from what the remote last had."""
+        shadow = link.shadow or {}
+        changed = {name: values.get(name) for name in names if shadow.get(name) != values.get(name)}
+        if changed:
+            remote_fields = runtime.mapping().to_remote(changed, context=template_context(incident),
+                                                        creating=False)
+            if remote_fields:
+                runtime.connector.update(link.remote_id, remote_fields)
+                self._hook(item)
+        with transaction(self.sessions) as session:
+            current = service.find_link(session=session, connector=runtime.name,
+                                        remote_id=link.remote_id)
+            if changed and current is not None:
+                # The remote now holds what we wrote; the version is left for the next read to
+                # confirm, so a human edit that raced our write is still seen as a change.
+                service.record_remote_state(session=session, link=current,
+                                            shadow={**(current.shadow or {}), **changed},
+                                            remote_version=None, now=self.clock.now())
+            service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
+
+    def _comment(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
+        comment_id = item.fields["comment_id"]
+        with transaction(self.sessions) as session:
+            comment = session.get(service.Comment, comment_id)
+            link = service.link_for(session=session, incident_id=item.incident_id,
+                                    connector=runtime.name)
+            already = service.remote_comment_id(session=session, comment_id=comment_id,
+                                                connector=runtime.name)
+        if comment is None or already is not None:
+            return self._complete(item, worker)
+        if link is None:
+            raise UnmappableValue(f"incident {item.incident_id} has no {runtime.name} record to comment on")
+        channel = runtime.mapping().comment_channel(comment.visibility)
+        if channel is None:
+            return self._complete(item, worker)
+        remote_id = None
+        if item.attempts:   # a retry: the earlier attempt may have landed before failing
+            remote_id = next((c.remote_id for c in runtime.connector.list_comments(link.remote_id)
+                              if c.body == comment.body), None)
+        if remote_id is None:
+            remote_id = runtime.connector.add_comment(link.remote_id, comment.body,
+                                                      channel=channel).remote_id
+        self._hook(item)
+        with transaction(self.sessions) as session:
+            if service.remote_comment_id(session=session, comment_id=comment_id,
+                                         connector=runtime.name) is None:
+                service.link_comment(session=session, comment_id=comment_id,
+                                     connector=runtime.name, remote_comment_id=remote_id)
+            service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _read(self, item: OutboxItem, connector: str):
+        with transaction(self.sessions) as session:
+            incident = service.get_incident(session=session, incident_id=item.incident_id)
+            link = service.link_for(session=session, incident_id=incident.id, connector=connector)
+            values = service.incident_fields(incident)
+            session.expunge_all()
+        return incident, values, link
+
+    def _hook(self, item: OutboxItem) -> None:
+        if self.after_remote_write is not None:
+            self.after_remote_write(item)
+
+    def _complete(self, item: OutboxItem, worker: str) -> None:
+        with transaction(self.sessions) as session:
+            service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
+
+    def _failed(self, item: OutboxItem, worker: str, error: str, transient: bool,
+                retry_after: float | None = None) -> None:
+        with transaction(self.sessions) as session:
+            state = service.fail(session=session, item_id=item.id, worker=worker, error=error,
+                                 transient=transient, now=self.clock.now(), backoff=self.backoff,
+                                 retry_after=retry_after)
+        SYNC_CHANGES.labels(item.connector, "out", "retry" if state == "pending" else "dead").inc()
+        (log.warning if state == "pending" else log.error)(
+            "delivery failed", extra={"connector": item.connector, "incident": item.incident_id,
+                                      "operation": item.operation, "error": error, "state": state})
+

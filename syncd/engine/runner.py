@@ -1,0 +1,188 @@
+"""The engine's loop: pollers, webhook hints and outbox workers as supervised threads.
+
+Tests drive the same steps synchronously through :meth:`Engine.run_cycle` instead of threads.
+A worker that crashes is logged, counted and restarted with backoff: the process never goes on
+silently with a dead worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Mapping
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from syncd.clock import Clock
+from syncd.connectors.base import RemoteError
+from syncd.engine.incidents import IncidentActions
+from syncd.engine.outbox import OutboxDelivery
+from syncd.engine.runtime import ConnectorRuntime
+from syncd.engine.sync import InboundSync
+from syncd.metrics import DEAD_LETTERS, OUTBOX_PENDING, WORKER_RESTARTS
+from syncd.store import service
+from syncd.store.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    outbox_workers: int = 4
+    outbox_batch: int = 10
+    outbox_idle_wait: float = 1.0          # seconds a worker waits when nothing is due
+    lease: timedelta = timedelta(minutes=2)
+    backoff: service.Backoff = service.Backoff()
+    worker_restart_max: float = 60.0
+
+
+class Engine:
+    """The sync engine for one process: inbound, outbound and the actions on incidents."""
+
+    def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
+                 clock: Clock, settings: EngineSettings = EngineSettings(), worker_id: str = "syncd"):
+        self.sessions = sessions
+        self.runtimes = dict(runtimes)
+        self.clock = clock
+        self.settings = settings
+        self.worker_id = worker_id
+        self.inbound = InboundSync(sessions=sessions, runtimes=self.runtimes, clock=clock)
+        self.outbox = OutboxDelivery(sessions=sessions, runtimes=self.runtimes, clock=clock,
+                                     backoff=settings.backoff, lease=settings.lease)
+        self.incidents = IncidentActions(sessions=sessions, runtimes=self.runtimes, clock=clock)
+        self.hints: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._work_ready = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- synchronous steps (tests, `syncd reconcile`) -----------------------------------------
+    def deliver_all_due(self, worker: str | None = None) -> int:
+        """Deliver until nothing is due now; returns rows handled."""
+        total = 0
+        while True:
+            handled = self.outbox.deliver_due(worker or self.worker_id,
+                                              limit=self.settings.outbox_batch)
+            total += handled
+            if not handled:
+                return total
+
+    def run_cycle(self) -> None:
+        """One full round: drain hints, poll every connector, deliver everything due."""
+        self.drain_hints()
+        for name in self.runtimes:
+            self.inbound.poll(name)
+        self.deliver_all_due()
+        self.update_gauges()
+
+    def wake(self) -> None:
+        """New outbox rows were committed: let an idle worker look now rather than later."""
+        self._work_ready.set()
+
+    def hint(self, connector: str, remote_id: str) -> None:
+        """A webhook said a record changed; the hint worker re-reads it."""
+        self.hints.put((connector, remote_id))
+
+    def drain_hints(self) -> int:
+        handled = 0
+        while True:
+            try:
+                connector, remote_id = self.hints.get_nowait()
+            except queue.Empty:
+                return handled
+            self._apply_hint(connector, remote_id)
+            handled += 1
+
+    def _apply_hint(self, connector: str, remote_id: str) -> None:
+        try:
+            self.inbound.apply_hint(connector, remote_id)
+        except RemoteError as error:
+            # The poll will see the change anyway; a hint is an accelerator, not the only path.
+            log.warning("webhook hint could not be read", extra={
+                "connector": connector, "remote_id": remote_id, "error": str(error)})
+        self._work_ready.set()
+
+    def update_gauges(self) -> None:
+        with transaction(self.sessions) as session:
+            counts = service.outbox_counts(session=session)
+        for name in self.runtimes:
+            OUTBOX_PENDING.labels(name).set(counts.get((name, "pending"), 0)
+                                            + counts.get((name, "in_flight"), 0))
+            DEAD_LETTERS.labels(name).set(counts.get((name, "dead"), 0))
+
+    # -- threads ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        for name, runtime in self.runtimes.items():
+            self._spawn(f"poller-{name}", self._poll_loop(name, runtime))
+        self._spawn("hints", self._hint_loop)
+        for n in range(self.settings.outbox_workers):
+            self._spawn(f"outbox-{n}", self._outbox_loop(f"{self.worker_id}/outbox-{n}"))
+        self._spawn("gauges", self._gauge_loop)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming work and let in-flight deliveries finish (bounded by ``timeout``)."""
+        self._stop.set()
+        self._work_ready.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def alive_workers(self) -> dict[str, bool]:
+        return {thread.name: thread.is_alive() for thread in self._threads}
+
+    def _spawn(self, name: str, body: Callable[[], None]) -> None:
+        thread = threading.Thread(target=self._supervised, args=(name, body), name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _supervised(self, name: str, body: Callable[[], None]) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                body()
+                return
+            except Exception:
+                WORKER_RESTARTS.labels(name).inc()
+                log.exception("worker crashed; restarting", extra={"worker": name,
+                                                                   "restart_in": delay})
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.settings.worker_restart_max)
+
+    def _poll_loop(self, name: str, runtime: ConnectorRuntime) -> Callable[[], None]:
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    if self.inbound.poll(name):
+                        self._work_ready.set()
+                except RemoteError as error:
+                    log.warning("poll failed", extra={"connector": name, "error": str(error)})
+                self._stop.wait(runtime.poll_interval.total_seconds())
+        return loop
+
+    def _hint_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connector, remote_id = self.hints.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._apply_hint(connector, remote_id)
+
+    def _outbox_loop(self, worker: str) -> Callable[[], None]:
+        def loop() -> None:
+            while not self._stop.is_set():
+                if self.outbox.deliver_due(worker, limit=self.settings.outbox_batch):
+                    continue
+                self._work_ready.wait(self.settings.outbox_idle_wait)
+                self._work_ready.clear()
+        return loop
+
+    def _gauge_loop(self) -> None:
+        while not self._stop.wait(5.0):
+            self.update_gauges()

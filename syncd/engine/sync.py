@@ -1,0 +1,271 @@
+"""Inbound sync: a remote record (from a poll or a webhook hint) becomes store changes.
+
+Every record is re-read (events are hints, invariant 7), mapped to canonical fields and diffed
+against its link's shadow, the remote's values as syncd last saw or wrote them (invariant 1: our own
+writes never come back as changes). What changed is applied to the incident, conflicts are settled by
+the field's policy, and the outbox rows for the other systems commit in the same transaction
+(invariant 2). Seeing a version already applied is a no-op (invariant 4).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from syncd.clock import Clock
+from syncd.connectors.base import RemoteComment, RemoteRecord, SyncCursor
+from syncd.engine.propagation import propagate_comment, propagate_fields, propagate_new_incident
+from syncd.engine.runtime import ConnectorRuntime, incident_id_from_correlation
+from syncd.mapping import UnmappableValue
+from syncd.metrics import CONFLICTS, SYNC_CHANGES, SYNC_LAG_SECONDS
+from syncd.store import service
+from syncd.store.db import transaction
+from syncd.store.models import Incident, Link
+
+log = logging.getLogger(__name__)
+
+SYNC_ACTOR = "syncd"
+
+
+@dataclass
+class ApplyResult:
+    outcome: str                         # applied, unchanged, created, ignored, dead_letter
+    incident_id: int | None = None
+    changed: dict[str, Any] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)
+
+
+class InboundSync:
+    """Reads remote records and applies them to the store, one transaction per record."""
+
+    def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
+                 clock: Clock):
+        self.sessions = sessions
+        self.runtimes = runtimes
+        self.clock = clock
+
+    # -- entry points -----------------------------------------------------------------------
+    def poll(self, connector_name: str) -> int:
+        """Read every change since the connector's cursor and apply it; returns records applied.
+        The cursor only moves once the whole batch is in the store, so a crash re-reads, never skips."""
+        runtime = self.runtimes[connector_name]
+        with transaction(self.sessions) as session:
+            row = service.get_cursor(session=session, connector=connector_name)
+            if row is not None and row.paused_reason:
+                log.warning("inbound sync paused", extra={"connector": connector_name,
+                                                          "reason": row.paused_reason})
+                return 0
+            cursor = SyncCursor(row.watermark, frozenset(row.seen)) if row else SyncCursor()
+        records, next_cursor = runtime.connector.fetch_changes(cursor)
+        for record in records:
+            self.apply(connector_name, record)
+        with transaction(self.sessions) as session:
+            service.save_cursor(session=session, connector=connector_name,
+                                watermark=next_cursor.watermark, seen=next_cursor.seen,
+                                now=self.clock.now())
+        if records:
+            newest = max(record.updated_at for record in records)
+            SYNC_LAG_SECONDS.labels(connector_name).set(
+                max(0.0, (self.clock.now() - newest).total_seconds()))
+        return len(records)
+
+    def apply_hint(self, connector_name: str, remote_id: str) -> ApplyResult:
+        """A webhook said this record changed: re-read it and apply what it really holds now."""
+        record = self.runtimes[connector_name].connector.fetch(remote_id)
+        if record is None:
+            return ApplyResult("ignored")
+        return self.apply(connector_name, record)
+
+    def retry_dead_inbound(self, connector_name: str) -> int:
+        """Re-read records whose inbound dead letter an operator asked to retry."""
+        with transaction(self.sessions) as session:
+            pending = [(item.id, item.fields.get("remote_id"))
+                       for item in service.pending_inbound(session=session, connector=connector_name)]
+        for item_id, remote_id in pending:
+            result = self.apply_hint(connector_name, remote_id)
+            if result.outcome != "dead_letter":
+                with transaction(self.sessions) as session:
+                    service.close_inbound(session=session, item_id=item_id, now=self.clock.now())
+        return len(pending)
+
+    # -- one record -------------------------------------------------------------------------
+    def apply(self, connector_name: str, record: RemoteRecord) -> ApplyResult:
+        runtime = self.runtimes[connector_name]
+        mapping = runtime.mapping()
+        try:
+            remote_values = mapping.to_canonical(record.fields)
+        except UnmappableValue as error:
+            return self._dead_letter(connector_name, record, str(error))
+
+        with transaction(self.sessions) as session:
+            link = service.find_link(session=session, connector=connector_name,
+                                     remote_id=record.remote_id)
+            if link is not None and link.remote_version == record.version:
+                SYNC_CHANGES.labels(connector_name, "in", "unchanged").inc()
+                return ApplyResult("unchanged", link.incident_id)
+        comments = self._comments(runtime, record)
+
+        with transaction(self.sessions) as session:
+            link = service.find_link(session=session, connector=connector_name,
+                                     remote_id=record.remote_id)
+            if link is None:
+                result = self._unlinked(session, runtime, record, remote_values, comments)
+            else:
+                result = self._linked(session, runtime, link, record, remote_values, comments)
+        SYNC_CHANGES.labels(connector_name, "in", result.outcome).inc()
+        for name in result.conflicts:
+            CONFLICTS.labels(connector_name, name).inc()
+        if result.outcome in ("applied", "created"):
+            log.info("remote change applied", extra={
+                "connector": connector_name, "remote_key": record.key,
+                "incident": result.incident_id, "outcome": result.outcome,
+                "fields": ",".join(sorted(result.changed))})
+        return result
+
+    def _comments(self, runtime: ConnectorRuntime, record: RemoteRecord) -> list[RemoteComment]:
+        return runtime.connector.list_comments(record.remote_id)
+
+    def _unlinked(self, session: Session, runtime: ConnectorRuntime, record: RemoteRecord,
+                  remote_values: dict[str, Any], comments: list[RemoteComment]) -> ApplyResult:
+        now = self.clock.now()
+        own_incident = incident_id_from_correlation(record.correlation_id)
+        if own_incident is not None and session.get(Incident, own_incident) is not None:
+            # A record syncd created whose link was lost to a crash: adopt it, the store stays truth.
+            link = service.create_link(session=session, incident_id=own_incident,
+                                       connector=runtime.name, remote_id=record.remote_id,
+                                       remote_key=record.key, remote_url=record.url,
+                                       remote_version=record.version, shadow=remote_values, now=now)
+            self._import_comments(session, runtime, link.incident_id, comments)
+            return ApplyResult("adopted", own_incident)
+        if not runtime.create_incidents:
+            return ApplyResult("ignored")
+        fields = {k: v for k, v in remote_values.items() if v is not None or k == "priority"}
+        fields.setdefault("title", record.key)
+        incident = service.create_incident(session=session, fields=fields, now=now,
+                                           actor=None, source=runtime.name)
+        service.create_link(session=session, incident_id=incident.id, connector=runtime.name,
+                            remote_id=record.remote_id, remote_key=record.key,
+                            remote_url=record.url, remote_version=record.version,
+                            shadow=remote_values, now=now)
+        service.append_timeline(session=session, incident_id=incident.id, at=now, kind="linked",
+                                actor=None, source=runtime.name,
+                                data={"connector": runtime.name, "remote_key": record.key,
+                                      "url": record.url})
+        propagate_new_incident(session=session, incident_id=incident.id, runtimes=self.runtimes,
+                               now=now, skip=runtime.name)
+        self._import_comments(session, runtime, incident.id, comments)
+        return ApplyResult("created", incident.id, changed=fields)
+
+    def _linked(self, session: Session, runtime: ConnectorRuntime, link: Link, record: RemoteRecord,
+                remote_values: dict[str, Any], comments: list[RemoteComment]) -> ApplyResult:
+        now = self.clock.now()
+        incident = service.get_incident(session=session, incident_id=link.incident_id)
+        store_values = service.incident_fields(incident)
+        shadow = link.shadow or {}
+        mapping = runtime.mapping()
+        to_store: dict[str, Any] = {}
+        push_back: dict[str, Any] = {}
+        conflicts: list[str] = []
+        for name, remote_value in remote_values.items():
+            if name in shadow and shadow[name] == remote_value:
+                continue                                   # the remote did not change it
+            store_value = store_values.get(name)
+            if store_value == remote_value:
+                continue                                   # both sides already agree
+            if name not in shadow or store_value == shadow[name]:
+                to_store[name] = remote_value              # only the remote changed it
+                continue
+            conflicts.append(name)                         # both changed it since the last sync
+            winner = self._settle(mapping.policy_for(name), record, incident)
+            service.append_timeline(session=session, incident_id=incident.id, at=now,
+                                    kind="conflict", actor=None, source=runtime.name,
+                                    data={"field": name, "store": store_value,
+                                          "remote": remote_value, "winner": winner,
+                                          "connector": runtime.name})
+            if winner == "remote":
+                to_store[name] = remote_value
+            else:
+                push_back[name] = store_value
+        changed = {}
+        if to_store:
+            diff = service.update_incident(session=session, incident_id=incident.id,
+                                           changes=to_store, now=now, actor=None,
+                                           source=runtime.name)
+            changed = {name: new for name, (_, new) in diff.items()}
+            propagate_fields(session=session, incident_id=incident.id, fields=changed,
+                             runtimes=self.runtimes, now=now, skip=runtime.name)
+        if push_back:
+            service.enqueue(session=session, incident_id=incident.id, connector=runtime.name,
+                            operation="update", fields=push_back, now=now)
+        service.record_remote_state(session=session, link=link, shadow={**shadow, **remote_values},
+                                    remote_version=record.version, now=now)
+        imported = self._import_comments(session, runtime, incident.id, comments)
+        outcome = "applied" if changed or imported or conflicts else "unchanged"
+        return ApplyResult(outcome, incident.id, changed=changed, conflicts=conflicts)
+
+    @staticmethod
+    def _settle(policy: str, record: RemoteRecord, incident: Incident) -> str:
+        """Which side wins a conflict: "store" or "remote"."""
+        if policy == "remote_wins":
+            return "remote"
+        if policy == "newest_wins":
+            return "remote" if record.updated_at > incident.updated_at else "store"
+        return "store"
+
+    def _import_comments(self, session: Session, runtime: ConnectorRuntime, incident_id: int,
+                         comments: list[RemoteComment]) -> int:
+        """Import remote comments not seen before, once each. A comment syncd itself wrote there
+        (its link not yet committed, or lost to a crash) is recognised by its body and linked."""
+        if not comments:
+            return 0
+        known = service.linked_remote_comment_ids(session=session, connector=runtime.name,
+                                                  remote_comment_ids=[c.remote_id for c in comments])
+        unlinked_own = service.comments_without_link(session=session, incident_id=incident_id,
+                                                     connector=runtime.name)
+        mapping = runtime.mapping()
+        now = self.clock.now()
+        imported = 0
+        for comment in comments:
+            if comment.remote_id in known:
+                continue
+            own = next((c for c in unlinked_own if c.body == comment.body), None)
+            if own is not None:
+                unlinked_own.remove(own)
+                service.link_comment(session=session, comment_id=own.id, connector=runtime.name,
+                                     remote_comment_id=comment.remote_id)
+                continue
+            visibility = mapping.comment_visibility(comment.channel, comment.restricted)
+            if visibility is None:
+                continue
+            stored = service.add_comment(session=session, incident_id=incident_id, body=comment.body,
+                                         author=comment.author, visibility=visibility,
+                                         origin=runtime.name, now=now)
+            service.link_comment(session=session, comment_id=stored.id, connector=runtime.name,
+                                 remote_comment_id=comment.remote_id)
+            propagate_comment(session=session, incident_id=incident_id, comment_id=stored.id,
+                              runtimes=self.runtimes, now=now, skip=runtime.name)
+            imported += 1
+        return imported
+
+    def _dead_letter(self, connector_name: str, record: RemoteRecord, reason: str) -> ApplyResult:
+        with transaction(self.sessions) as session:
+            if service.inbound_dead_letter_exists(session=session, connector=connector_name,
+                                                  remote_id=record.remote_id,
+                                                  version=record.version):
+                return ApplyResult("dead_letter")
+            link = service.find_link(session=session, connector=connector_name,
+                                     remote_id=record.remote_id)
+            service.dead_letter(session=session, incident_id=link.incident_id if link else None,
+                                connector=connector_name, operation="inbound",
+                                fields={"remote_id": record.remote_id, "remote_key": record.key,
+                                        "version": record.version},
+                                error=f"{record.key}: {reason}", now=self.clock.now())
+        SYNC_CHANGES.labels(connector_name, "in", "dead_letter").inc()
+        log.error("remote record cannot be mapped", extra={"connector": connector_name,
+                                                           "remote_key": record.key,
+                                                           "reason": reason})
+        return ApplyResult("dead_letter")
+
