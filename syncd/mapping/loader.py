@@ -316,7 +316,8 @@ class _Reader:
             return None
         choices = SYSTEMS[self.system]["match"] if self.system else tuple(
             sorted({m for s in SYSTEMS.values() for m in s["match"]}))
-        return self.choice(entries["match"][1], f"reference match for {self.system or 'this system'}", choices)
+        what = f"the {self.system} reference match" if self.system else "the reference match"
+        return self.choice(entries["match"][1], what, choices)
 
     def check_invertible(self, node: yaml.Node, template: Template, canonical: str) -> None:
         count = template.placeholders.count(canonical)
