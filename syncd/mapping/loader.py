@@ -255,7 +255,10 @@ class _Reader:
         template = None
         if "template" in entries:
             template = self.template(entries["template"][1], f"the template of {canonical}")
-            if template is not None and reads:
+            if template is not None and not spec.text:
+                self.problem(entries["template"][0], f"{canonical} holds any JSON value; a template makes text",
+                             "map the custom field without a template")
+            elif template is not None and reads:
                 self.check_invertible(entries["template"][1], template, canonical)
         write_as: tuple[str, ...] = ()
         if "write_as" in entries:

@@ -85,15 +85,30 @@ class MappingError(Exception):
 
 
 class UnmappableValue(ValueError):
-    """A value the mapping has no rule for; the engine dead-letters the change with this reason."""
+    """A value the mapping has no rule for; the engine dead-letters the change with this reason.
 
-    def __init__(self, field: str, value: Any, reason: str, *, direction: str):
+    ``field`` and ``value`` say what could not be mapped (a remote field name inbound, a canonical
+    field name outbound); the engine may also raise it with just a reason."""
+
+    def __init__(self, reason: str, *, field: str | None = None, value: Any = None,
+                 direction: str | None = None):
+        self.reason = reason
         self.field = field
         self.value = value
-        self.reason = reason
         self.direction = direction
-        where = "remote field" if direction == "in" else "canonical field"
-        super().__init__(f"{where} {field!r}: cannot map {value!r}: {reason}")
+        if field is None:
+            super().__init__(reason)
+        else:
+            side = "remote field" if direction == "in" else "canonical field"
+            super().__init__(f"{side} {field!r}: cannot map {value!r}: {reason}")
+
+    @classmethod
+    def inbound(cls, remote_field: str, value: Any, reason: str) -> UnmappableValue:
+        return cls(reason, field=remote_field, value=value, direction="in")
+
+    @classmethod
+    def outbound(cls, canonical_field: str, value: Any, reason: str) -> UnmappableValue:
+        return cls(reason, field=canonical_field, value=value, direction="out")
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -153,36 +168,34 @@ class FieldMapping:
             return self._dereference(remote_value)
         if self.value_map is not None:
             return self._map_in(remote_value, spec)
+        if not spec.text:
+            return remote_value                            # custom fields hold any JSON value
         if _is_empty(remote_value):
             if spec.nullable:
                 return None
             if spec.choices is None:
                 return ""
-            raise UnmappableValue(self.remote, remote_value, f"{self.canonical} cannot be empty",
-                                  direction="in")
-        if not spec.text:
-            return remote_value
+            raise UnmappableValue.inbound(self.remote, remote_value, f"{self.canonical} cannot be empty")
         if isinstance(remote_value, bool) or not isinstance(remote_value, (str, int, float)):
-            raise UnmappableValue(self.remote, remote_value, f"{self.canonical} takes text", direction="in")
+            raise UnmappableValue.inbound(self.remote, remote_value, f"{self.canonical} takes text")
         value = str(remote_value)
         if self.template is not None:
             carried = self.template.extract(self.canonical, value)
             value = value if carried is None else carried
         if spec.choices is not None and value not in spec.choices:
-            raise UnmappableValue(self.remote, remote_value,
-                                  f"{self.canonical} must be one of {', '.join(spec.choices)}; add a value_map",
-                                  direction="in")
+            raise UnmappableValue.inbound(
+                self.remote, remote_value, f"{self.canonical} must be one of {', '.join(spec.choices)}; add a value_map")
         return value
 
     def _dereference(self, remote_value: Any) -> Any:
         if _is_empty(remote_value):
             return None
         if not isinstance(remote_value, MappingABC):
-            raise UnmappableValue(self.remote, remote_value,
-                                  "expected a reference (a dict of identifying attributes)", direction="in")
+            raise UnmappableValue.inbound(self.remote, remote_value,
+                                          "expected a reference (a dict of identifying attributes)")
         if _is_empty(remote_value.get(self.reference)):
-            raise UnmappableValue(self.remote, remote_value,
-                                  f"the reference has no {self.reference!r} attribute", direction="in")
+            raise UnmappableValue.inbound(self.remote, remote_value,
+                                          f"the reference has no {self.reference!r} attribute")
         return str(remote_value[self.reference])
 
     def _map_in(self, remote_value: Any, spec: CanonicalField) -> Any:
@@ -194,9 +207,9 @@ class FieldMapping:
         if _is_empty(remote_value) and spec.nullable:
             return None
         known = ", ".join(repr(k) for k in self.value_map)
-        raise UnmappableValue(self.remote, remote_value,
-                              f"not in the value_map of {self.canonical} (known: {known}); "
-                              "add it or set a fallback", direction="in")
+        raise UnmappableValue.inbound(self.remote, remote_value,
+                                      f"not in the value_map of {self.canonical} (known: {known}); "
+                                      "add it or set a fallback")
 
     # outbound -------------------------------------------------------------------------------
     def remote_values(self, value: Any, render_lookup: Callable[[str], Any]) -> dict[str, Any]:
@@ -205,8 +218,8 @@ class FieldMapping:
         if value is None and not spec.nullable:
             value = ""
         if spec.choices is not None and value is not None and value not in spec.choices:
-            raise UnmappableValue(self.canonical, value, f"must be one of {', '.join(spec.choices)}",
-                                  direction="out")
+            raise UnmappableValue.outbound(self.canonical, value,
+                                           f"must be one of {', '.join(spec.choices)}")
         if self.outbound_map is not None:
             return self._map_out(value)
         if self.template is not None:
@@ -223,8 +236,7 @@ class FieldMapping:
         if value is None:
             # nothing to say; a computed remote field (ServiceNow priority) cannot be emptied
             return {} if self.write_as else {self.remote: None}
-        raise UnmappableValue(self.canonical, value, f"no outbound mapping to {self.remote}",
-                              direction="out")
+        raise UnmappableValue.outbound(self.canonical, value, f"no outbound mapping to {self.remote}")
 
 
 @dataclass(frozen=True)
@@ -306,8 +318,8 @@ class Mapping:
         def render_lookup(name: str) -> Any:
             if name in values or name in context:
                 return get(name)
-            raise UnmappableValue(name, None, "a template needs it but the incident context lacks it",
-                                  direction="out")
+            raise UnmappableValue.outbound(name, None,
+                                           "a template needs it but the incident context lacks it")
 
         out: dict[str, Any] = {}
         if creating:
