@@ -1,0 +1,115 @@
+"""A world for engine tests: both simulators over loopback HTTP, the real pysnow and jira clients
+inside syncd's connectors, the default mappings, and an engine on the parametrized store.
+
+Tests drive the engine one cycle at a time (`world.cycle()`), never by sleeping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from syncd.connectors.http import RetryPolicy
+from syncd.connectors.jira import JiraConnector
+from syncd.connectors.servicenow import ServiceNowConnector
+from syncd.engine.runner import Engine, EngineSettings
+from syncd.engine.runtime import ConnectorRuntime
+from syncd.mapping import default_mapping_path
+from syncd.mapping.reload import MappingSet
+from syncd.simulators.jira import JiraSimulator
+from syncd.simulators.servicenow import ServiceNowSimulator
+from syncd.store import service
+
+WRITES = r"^(POST|PUT|PATCH|DELETE)$"
+
+
+@dataclass
+class World:
+    store: object
+    clock: object
+    sn: ServiceNowSimulator
+    jira: JiraSimulator
+    engine: Engine
+    mappings: MappingSet
+
+    def cycle(self, times: int = 1) -> None:
+        for _ in range(times):
+            self.engine.run_cycle()
+
+    def settle(self, limit: int = 6) -> None:
+        """Cycle until a cycle changes nothing in either simulator (or fail after ``limit``)."""
+        for _ in range(limit):
+            before = (self.writes(self.sn), self.writes(self.jira), self.store_rows())
+            self.cycle()
+            if (self.writes(self.sn), self.writes(self.jira), self.store_rows()) == before:
+                return
+        raise AssertionError(f"no quiet state after {limit} cycles")
+
+    @staticmethod
+    def writes(sim) -> int:
+        return sum(1 for r in sim.request_log() if r.method in ("POST", "PUT", "PATCH", "DELETE"))
+
+    def store_rows(self):
+        with self.store.transaction() as session:
+            incidents = service.list_incidents(session=session, limit=1000)
+            return [(i.id, i.version) for i in incidents]
+
+    def incident(self, incident_id: int = 1):
+        with self.store.transaction() as session:
+            return service.get_incident(session=session, incident_id=incident_id)
+
+    def link(self, connector: str, incident_id: int = 1):
+        with self.store.transaction() as session:
+            return service.link_for(session=session, incident_id=incident_id, connector=connector)
+
+    def only_issue(self):
+        issues = self.jira.search_all() if hasattr(self.jira, "search_all") else None
+        return issues
+
+
+def make_engine(store, clock, sn, jira, mappings, *, sn_creates_incidents=True,
+                jira_creates_tickets=True, jira_creates_incidents=False,
+                sn_creates_tickets=False, policy=RetryPolicy(max_attempts=2, max_total_seconds=5)):
+    sn_connector = ServiceNowConnector("servicenow", url=sn.base_url, username="admin",
+                                       password="admin", policy=policy, clock=clock)
+    jira_connector = JiraConnector("jira", url=jira.base_url, username="syncd",
+                                   token="syncd-api-token", project="OPS", policy=policy,
+                                   clock=clock)
+    runtimes = {
+        "servicenow": ConnectorRuntime("servicenow", sn_connector, lambda: mappings.get("servicenow"),
+                                       create_incidents=sn_creates_incidents,
+                                       create_tickets=sn_creates_tickets),
+        "jira": ConnectorRuntime("jira", jira_connector, lambda: mappings.get("jira"),
+                                 create_incidents=jira_creates_incidents,
+                                 create_tickets=jira_creates_tickets),
+    }
+    return Engine(sessions=store.sessions, runtimes=runtimes, clock=clock,
+                  settings=EngineSettings(outbox_workers=2,
+                                          backoff=service.Backoff(initial=1, maximum=30,
+                                                                  max_attempts=6),
+                                          lease=timedelta(seconds=60)))
+
+
+@pytest.fixture
+def simulators():
+    sn = ServiceNowSimulator().start()
+    jira = JiraSimulator(deployment="Cloud").start()
+    yield sn, jira
+    sn.stop()
+    jira.stop()
+
+
+@pytest.fixture
+def mappings():
+    return MappingSet({"servicenow": default_mapping_path("servicenow"),
+                       "jira": default_mapping_path("jira")})
+
+
+@pytest.fixture
+def world(store, clock, simulators, mappings):
+    sn, jira = simulators
+    engine = make_engine(store, clock, sn, jira, mappings)
+    yield World(store, clock, sn, jira, engine, mappings)
+    for runtime in engine.runtimes.values():
+        runtime.connector.close()
