@@ -1,0 +1,399 @@
+"""The Jira connector: against recorded shapes (``responses``) and against the Jira simulator."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+
+from syncd.clock import ManualClock
+from syncd.connectors.base import (AuthError, PermanentRemoteError, Ref, SyncCursor,
+                                   TransientRemoteError, WebhookRejected)
+from syncd.connectors.http import RetryPolicy
+from syncd.connectors.jira import JiraConnector, parse_jira_time
+from syncd.metrics import REMOTE_REQUESTS
+
+URL = "https://acme.atlassian.net"
+API = f"{URL}/rest/api/2"
+CLOUD_INFO = {"baseUrl": URL, "version": "1001.0.0-SNAPSHOT", "versionNumbers": [1001, 0, 0],
+              "deploymentType": "Cloud", "serverTitle": "Jira"}
+SERVER_INFO = {"baseUrl": URL, "version": "9.12.2", "versionNumbers": [9, 12, 2],
+               "deploymentType": "Server", "serverTitle": "Jira"}
+FIELDS = [
+    {"id": "summary", "name": "Summary", "custom": False, "clauseNames": ["summary"],
+     "schema": {"type": "string", "system": "summary"}},
+    {"id": "priority", "name": "Priority", "custom": False, "clauseNames": ["priority"],
+     "schema": {"type": "priority", "system": "priority"}},
+    {"id": "status", "name": "Status", "custom": False, "clauseNames": ["status"],
+     "schema": {"type": "status", "system": "status"}},
+    {"id": "labels", "name": "Labels", "custom": False, "clauseNames": ["labels"],
+     "schema": {"type": "array", "items": "string", "system": "labels"}},
+    {"id": "customfield_10050", "name": "Customer Impact", "custom": True,
+     "clauseNames": ["cf[10050]", "Customer Impact"],
+     "schema": {"type": "option", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:select",
+                "customId": 10050}},
+]
+OLD_SEARCH_GONE = {"errorMessages": ["The requested API has been removed. Please migrate to the "
+                                     "/rest/api/3/search/jql API. A full migration guideline is "
+                                     "available at https://developer.atlassian.com/changelog/#CHANGE-2046"],
+                   "errors": {}}
+
+
+def issue_json(issue_id: str, key: str, updated: str, *, status: str = "Open",
+               summary: str = "Checkout is down", labels=("syncd-inc-1",), **extra) -> dict:
+    return {"id": issue_id, "key": key, "self": f"{API}/issue/{issue_id}", "fields": {
+        "summary": summary, "description": "Customers see 502s", "updated": updated,
+        "created": "2026-01-01T09:00:00.000+0000",
+        "priority": {"self": f"{API}/priority/2", "name": "High", "id": "2"},
+        "status": {"self": f"{API}/status/1", "name": status, "id": "1",
+                   "statusCategory": {"id": 2, "key": "new", "name": "To Do"}},
+        "resolution": None, "labels": list(labels),
+        "assignee": {"accountId": "5b10ac8d82e05b22cc7d4ef5", "displayName": "Beth Anglin",
+                     "emailAddress": "beth@example.com", "active": True},
+        "reporter": None,
+        "issuetype": {"id": "10001", "name": "Incident"},
+        "project": {"id": "10000", "key": "OPS", "name": "Operations"},
+        "customfield_10050": {"self": f"{API}/customFieldOption/1", "value": "Many", "id": "1"},
+        **extra}}
+
+
+def connector(name: str = "jira", **kwargs) -> JiraConnector:
+    options = dict(url=URL, username="sync@example.com", token="t0ken", project="OPS",
+                   clock=ManualClock(), webhook_secret="s3cret")
+    options.update(kwargs)
+    return JiraConnector(name, **options)
+
+
+def query(call) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(call.request.url).query)
+
+
+@pytest.fixture
+def api():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(f"{API}/field", json=FIELDS)
+        yield mock
+
+
+# -- construction and auth ---------------------------------------------------------------------
+
+def test_bad_configuration_is_refused_naming_the_connector_and_key():
+    with pytest.raises(ValueError, match=r"connector 'jira': deployment: must be one of"):
+        connector(deployment="datacenter")
+    with pytest.raises(ValueError, match=r"jql: .*without ORDER BY"):
+        connector(jql="project = OPS ORDER BY created")
+    with pytest.raises(ValueError, match=r"project: must be a Jira project key"):
+        connector(project="ops team")
+
+
+def test_constructing_makes_no_request_and_server_info_is_read_once_on_first_use(api):
+    info = api.get(f"{API}/serverInfo", json=CLOUD_INFO)
+    jira = connector()
+    assert info.call_count == 0
+    assert jira.is_cloud and jira.is_cloud
+    assert info.call_count == 1
+
+
+def test_refused_credentials_raise_auth_error_naming_the_connector(api):
+    api.get(f"{API}/myself", status=401, body="<html>Unauthorized</html>")
+    with pytest.raises(AuthError, match=r"connector 'ops-jira'") as raised:
+        connector(name="ops-jira").check_auth()
+    assert raised.value.connector == "ops-jira" and raised.value.status == 401
+
+
+def test_basic_auth_goes_out_and_requests_are_counted_in_the_metrics(api):
+    me = api.get(f"{API}/myself", json={"accountId": "abc", "timeZone": "UTC"})
+    before = REMOTE_REQUESTS.labels("metered", "check_auth", "200")._value.get()
+    connector(name="metered").check_auth()
+    assert me.calls[0].request.headers["Authorization"].startswith("Basic ")
+    assert REMOTE_REQUESTS.labels("metered", "check_auth", "200")._value.get() == before + 1
+
+
+def test_token_without_username_is_sent_as_bearer(api):
+    me = api.get(f"{API}/myself", json={"name": "sync", "timeZone": "Etc/UTC"})
+    connector(username=None, token="pat-123").check_auth()
+    assert me.calls[0].request.headers["Authorization"] == "Bearer pat-123"
+
+
+def test_429_with_retry_after_is_waited_out_on_the_clock_then_succeeds(api):
+    clock = ManualClock()
+    api.get(f"{API}/myself", status=429, headers={"Retry-After": "7"},
+            json={"errorMessages": ["Rate limit exceeded"]})
+    api.get(f"{API}/myself", json={"accountId": "abc", "timeZone": "UTC"})
+    started = clock.monotonic()
+    connector(clock=clock).check_auth()
+    assert clock.monotonic() - started == 7
+
+
+def test_the_library_does_not_retry_behind_the_policy(api):
+    calls = api.get(f"{API}/myself", status=503, json={"errorMessages": ["busy"]})
+    with pytest.raises(TransientRemoteError):
+        connector(policy=RetryPolicy(max_attempts=2), clock=ManualClock()).check_auth()
+    assert calls.call_count == 2
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def test_server_search_pages_with_start_at_in_updated_order_from_the_overlapped_watermark(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    page_one = api.get(f"{API}/search", match=[responses.matchers.query_param_matcher(
+        {"startAt": "0"}, strict_match=False)], json={
+        "startAt": 0, "maxResults": 2, "total": 3, "issues": [
+            issue_json("10001", "OPS-1", "2026-01-01T09:59:00.000+0000"),
+            issue_json("10002", "OPS-2", "2026-01-01T10:00:30.000+0000")]})
+    page_two = api.get(f"{API}/search", match=[responses.matchers.query_param_matcher(
+        {"startAt": "2"}, strict_match=False)], json={
+        "startAt": 2, "maxResults": 2, "total": 3, "issues": [
+            issue_json("10003", "OPS-3", "2026-01-01T10:01:00.000+0000")]})
+    jira = connector(page_size=2)
+    watermark = datetime(2026, 1, 1, 10, 0, 40, tzinfo=timezone.utc)
+
+    records, cursor = jira.fetch_changes(SyncCursor(watermark=watermark))
+
+    assert [r.key for r in records] == ["OPS-1", "OPS-2", "OPS-3"]
+    sent = query(page_one.calls[0])
+    assert sent["jql"] == ['(project = "OPS") AND updated >= "2026/01/01 09:58" '
+                           'ORDER BY updated ASC, key ASC']
+    assert sent["maxResults"] == ["2"]
+    assert {"summary", "status", "updated", "customfield_10050"} <= set(sent["fields"])
+    assert page_two.call_count == 1
+    assert cursor.watermark == datetime(2026, 1, 1, 10, 1, tzinfo=timezone.utc)
+    assert "10003@2026-01-01T10:01:00.000+0000" in cursor.seen
+    assert "10001@2026-01-01T09:59:00.000+0000" in cursor.seen     # still inside the next window
+
+
+def test_cloud_search_follows_next_page_token_and_never_calls_the_removed_search(api):
+    api.get(f"{API}/serverInfo", json=CLOUD_INFO)
+    old = api.get(f"{API}/search", status=410, json=OLD_SEARCH_GONE)
+    first = api.get(f"{API}/search/jql", match=[responses.matchers.query_param_matcher(
+        {"nextPageToken": "tok-2"}, strict_match=False)], json={
+        "issues": [issue_json("10002", "OPS-2", "2026-01-01T10:02:00.000+0000")], "isLast": True})
+    api.get(f"{API}/search/jql", json={
+        "issues": [issue_json("10001", "OPS-1", "2026-01-01T10:01:00.000+0000")],
+        "nextPageToken": "tok-2", "isLast": False})
+    jira = connector()
+
+    records, cursor = jira.fetch_changes(SyncCursor())
+
+    assert [r.key for r in records] == ["OPS-1", "OPS-2"]
+    assert old.call_count == 0 and first.call_count == 1
+    assert "summary" in query(first.calls[0])["fields"]       # Cloud returns only ids unless asked
+    assert cursor.watermark == parse_jira_time("2026-01-01T10:02:00.000+0000")
+
+
+def test_old_search_on_cloud_answers_410_which_is_a_permanent_error_with_the_migration_hint(api):
+    api.get(f"{API}/search", status=410, json=OLD_SEARCH_GONE)
+    with pytest.raises(PermanentRemoteError, match=r"410 .*migrate to the /rest/api/3/search/jql"):
+        connector(deployment="server").fetch_changes(SyncCursor())
+
+
+def test_a_change_already_seen_at_the_watermark_is_not_returned_again(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    search = api.get(f"{API}/search", json={"startAt": 0, "maxResults": 100, "total": 1, "issues": [
+        issue_json("10001", "OPS-1", "2026-01-01T10:00:00.000+0000")]})
+    jira = connector()
+    first, cursor = jira.fetch_changes(SyncCursor())
+    second, cursor_after = jira.fetch_changes(cursor)
+    assert [r.key for r in first] == ["OPS-1"] and second == []
+    assert cursor_after == cursor and search.call_count == 2
+
+
+def test_a_record_is_flattened_to_the_plain_shape(api):
+    api.get(f"{API}/serverInfo", json=CLOUD_INFO)
+    api.get(f"{API}/issue/10001", json=issue_json(
+        "10001", "OPS-1", "2026-01-01T10:00:00.000+0000", labels=["checkout", "syncd-inc-42"]))
+    record = connector().fetch("10001")
+    assert record is not None
+    assert (record.remote_id, record.key, record.url) == ("10001", "OPS-1", f"{URL}/browse/OPS-1")
+    assert record.version == "2026-01-01T10:00:00.000+0000"
+    assert record.updated_at == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    assert record.correlation_id == "inc-42"
+    fields = record.fields
+    assert fields["priority"] == "High" and fields["status"] == "Open"
+    assert fields["resolution"] is None and fields["reporter"] is None
+    assert fields["labels"] == ["checkout"]
+    assert fields["project"] == "OPS"
+    assert fields["Customer Impact"] == "Many"
+    assert fields["assignee"] == {"accountId": "5b10ac8d82e05b22cc7d4ef5", "name": None,
+                                  "emailAddress": "beth@example.com", "displayName": "Beth Anglin"}
+
+
+def test_fetching_a_missing_issue_gives_none(api):
+    api.get(f"{API}/serverInfo", json=CLOUD_INFO)
+    api.get(f"{API}/issue/404404", status=404,
+            json={"errorMessages": ["Issue does not exist or you do not have permission to see it."],
+                  "errors": {}})
+    assert connector().fetch("404404") is None
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+def test_create_on_cloud_sends_project_type_correlation_label_and_account_id(api):
+    api.get(f"{API}/serverInfo", json=CLOUD_INFO)
+    post = api.post(f"{API}/issue", status=201,
+                    json={"id": "10007", "key": "OPS-7", "self": f"{API}/issue/10007"})
+    api.get(f"{API}/issue/10007", json=issue_json("10007", "OPS-7", "2026-01-01T10:00:00.000+0000",
+                                                  labels=["syncd-inc-7"]))
+    record = connector().create({"summary": "Checkout is down", "priority": "High",
+                                 "assignee": Ref("accountId", "5b10ac8d82e05b22cc7d4ef5"),
+                                 "Customer Impact": "Many"}, correlation_id="inc-7")
+    sent = json.loads(post.calls[0].request.body)["fields"]
+    assert sent == {"project": {"key": "OPS"}, "issuetype": {"name": "Incident"},
+                    "summary": "Checkout is down", "priority": {"name": "High"},
+                    "assignee": {"accountId": "5b10ac8d82e05b22cc7d4ef5"},
+                    "customfield_10050": {"value": "Many"}, "labels": ["syncd-inc-7"]}
+    assert record.key == "OPS-7" and record.correlation_id == "inc-7"
+
+
+def test_assignee_by_email_on_server_is_looked_up_once_and_sent_by_name(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    users = api.get(f"{API}/user/search", json=[
+        {"self": f"{API}/user?username=beth", "name": "beth", "key": "JIRAUSER10100",
+         "emailAddress": "beth@example.com",
+         "displayName": "Beth Anglin"}])
+    put = api.put(f"{API}/issue/10001", status=204)
+    api.get(f"{API}/issue/10001", json=issue_json("10001", "OPS-1", "2026-01-01T10:00:00.000+0000"))
+    jira = connector()
+    for _ in range(2):
+        jira.update("10001", {"assignee": Ref("emailAddress", "beth@example.com")})
+    assert json.loads(put.calls[0].request.body) == {"fields": {"assignee": {"name": "beth"}}}
+    assert users.call_count == 1
+
+
+def test_update_of_plain_fields_is_one_put_and_one_read(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    put = api.put(f"{API}/issue/10001", status=204)
+    read = api.get(f"{API}/issue/10001", json=issue_json(
+        "10001", "OPS-1", "2026-01-01T10:05:00.000+0000", summary="Checkout degraded"))
+    record = connector().update("10001", {"summary": "Checkout degraded", "priority": "Highest"})
+    assert json.loads(put.calls[0].request.body) == {
+        "fields": {"summary": "Checkout degraded", "priority": {"name": "Highest"}}}
+    assert (put.call_count, read.call_count) == (1, 1)
+    assert record.fields["summary"] == "Checkout degraded"
+
+
+def test_writing_labels_keeps_the_correlation_label(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    put = api.put(f"{API}/issue/10001", status=204)
+    api.get(f"{API}/issue/10001", json=issue_json(
+        "10001", "OPS-1", "2026-01-01T10:05:00.000+0000", labels=["old", "syncd-inc-1"]))
+    record = connector().update("10001", {"labels": ["checkout", "sev1"]})
+    assert json.loads(put.calls[0].request.body) == {
+        "fields": {"labels": ["checkout", "sev1", "syncd-inc-1"]}}
+    assert record.correlation_id == "inc-1"
+
+
+TRANSITIONS = {"expand": "transitions", "transitions": [
+    {"id": "21", "name": "Start work", "to": {"id": "3", "name": "In Progress"}},
+    {"id": "31", "name": "Resolve", "to": {"id": "5", "name": "Done",
+                                          "statusCategory": {"key": "done"}}}]}
+
+
+def test_status_is_reached_through_the_transition_leading_there_with_resolution(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    for issue_id in ("10001", "10002"):
+        api.get(f"{API}/issue/{issue_id}", json=issue_json(
+            issue_id, "OPS-1", "2026-01-01T10:00:00.000+0000", status="Open"))
+    lookup = api.get(f"{API}/issue/10001/transitions", json=TRANSITIONS)
+    other_lookup = api.get(f"{API}/issue/10002/transitions", json=TRANSITIONS)
+    move = api.post(f"{API}/issue/10001/transitions", status=204)
+    other_move = api.post(f"{API}/issue/10002/transitions", status=204)
+    jira = connector()
+
+    jira.update("10001", {"status": "Done", "resolution": "Fixed"})
+    jira.update("10002", {"status": "done"})
+
+    assert json.loads(move.calls[0].request.body) == {
+        "transition": {"id": 31}, "fields": {"resolution": {"name": "Fixed"}}}
+    assert json.loads(other_move.calls[0].request.body)["transition"] == {"id": 31}
+    # (project, issue type, from status) was looked up once, then served from the cache
+    assert (lookup.call_count, other_lookup.call_count) == (1, 0)
+
+
+def test_a_status_no_transition_reaches_is_a_permanent_error_listing_what_is_reachable(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    api.get(f"{API}/issue/10001", json=issue_json("10001", "OPS-1", "2026-01-01T10:00:00.000+0000"))
+    api.get(f"{API}/issue/10001/transitions", json=TRANSITIONS)
+    move = api.post(f"{API}/issue/10001/transitions", status=204)
+    with pytest.raises(PermanentRemoteError,
+                       match=r"no transition from status 'Open' to 'Cancelled'; reachable from "
+                             r"there: Done, In Progress"):
+        connector().update("10001", {"status": "Cancelled"})
+    assert move.call_count == 0
+
+
+def test_a_status_already_reached_needs_no_transition(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    api.get(f"{API}/issue/10001", json=issue_json("10001", "OPS-1", "2026-01-01T10:00:00.000+0000",
+                                                  status="Done"))
+    lookup = api.get(f"{API}/issue/10001/transitions", json=TRANSITIONS)
+    connector().update("10001", {"status": "Done"})
+    assert lookup.call_count == 0
+
+
+# -- comments ----------------------------------------------------------------------------------
+
+def test_comments_on_a_role_channel_are_restricted_and_read_back_with_their_channel(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    author = {"name": "sync", "displayName": "syncd", "emailAddress": "sync@example.com"}
+    post = api.post(f"{API}/issue/10001/comment", status=201, json={
+        "id": "100", "body": "Mitigated by rollback", "author": author,
+        "created": "2026-01-01T10:10:00.000+0000",
+        "visibility": {"type": "role", "value": "Developers"}})
+    api.get(f"{API}/issue/10001/comment", json={"startAt": 0, "maxResults": 100, "total": 2,
+                                                "comments": [
+        {"id": "101", "body": "public", "author": author, "created": "2026-01-01T10:11:00.000+0000"},
+        {"id": "100", "body": "Mitigated by rollback", "author": author,
+         "created": "2026-01-01T10:10:00.000+0000",
+         "visibility": {"type": "role", "value": "Developers"}}]})
+    jira = connector()
+    added = jira.add_comment("10001", "Mitigated by rollback", channel="comment:Developers")
+    assert json.loads(post.calls[0].request.body) == {
+        "body": "Mitigated by rollback", "visibility": {"type": "role", "value": "Developers"}}
+    assert (added.channel, added.restricted, added.author) == ("comment:Developers", True, "sync")
+    listed = jira.list_comments("10001")
+    assert [(c.remote_id, c.channel, c.restricted) for c in listed] == [
+        ("100", "comment:Developers", True), ("101", "comment", False)]
+
+
+def test_an_unknown_comment_channel_is_refused_before_any_request(api):
+    with pytest.raises(PermanentRemoteError, match=r"comment channel 'work_notes'"):
+        connector().add_comment("10001", "x", channel="work_notes")
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+WEBHOOK = json.dumps({"timestamp": 1767261600000, "webhookEvent": "jira:issue_updated",
+                      "issue": {"id": "10001", "key": "OPS-1", "fields": {}}}).encode()
+
+
+def sign(body: bytes, secret: str = "s3cret") -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_a_signed_webhook_hints_at_its_issue():
+    assert connector().parse_webhook({"x-hub-signature": sign(WEBHOOK)}, WEBHOOK) == ["10001"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Hub-Signature": sign(WEBHOOK, "wrong")},
+                                     {"X-Hub-Signature": "sha256=zz"}])
+def test_an_unsigned_or_wrongly_signed_webhook_is_refused_with_401(headers):
+    with pytest.raises(WebhookRejected) as raised:
+        connector().parse_webhook(headers, WEBHOOK)
+    assert raised.value.status == 401
+
+
+def test_a_webhook_that_is_not_json_is_refused_with_400():
+    body = b"{not json"
+    with pytest.raises(WebhookRejected) as raised:
+        connector().parse_webhook({"X-Hub-Signature": sign(body)}, body)
+    assert raised.value.status == 400
+
+
+def test_without_a_secret_webhooks_are_taken_unsigned():
+    assert connector(webhook_secret=None).parse_webhook({}, WEBHOOK) == ["10001"]
