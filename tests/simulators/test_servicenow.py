@@ -285,10 +285,11 @@ def test_display_values_and_reference_links(sim, api, snow):
 
 
 # -- queries -------------------------------------------------------------------------------------
-@pytest.fixture
-def catalogue(sim, clock):
-    """Five incidents an hour apart: INC0010001 at 12:00 UTC ... INC0010005 at 16:00 UTC."""
-    clock.advance((datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc) - clock.now()).total_seconds())
+@pytest.fixture(scope="module")
+def catalogue():
+    """A read-only instance shared by the query tests: five incidents an hour apart,
+    INC0010001 at 12:00 UTC ... INC0010005 at 16:00 UTC."""
+    clock = ManualClock(datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc))
     rows = [
         {"short_description": "Database down", "state": "1", "impact": "1", "urgency": "1",
          "assignment_group": "Database", "assigned_to": "beth.anglin", "category": "database"},
@@ -300,10 +301,27 @@ def catalogue(sim, clock):
         {"short_description": "Email delays", "state": "2", "impact": "2", "urgency": "3",
          "assigned_to": "david.loo"},
     ]
-    for row in rows:
-        sim.human_create(row)
-        clock.advance(3600)
-    return sim
+    with ServiceNowSimulator(users={API_USER: API_PASSWORD}, clock=clock) as sim:
+        for row in rows:
+            sim.human_create(row)
+            clock.advance(3600)
+        yield sim
+
+
+@pytest.fixture
+def catalogue_api(catalogue):
+    session = requests.Session()
+    session.auth = (API_USER, API_PASSWORD)
+    yield lambda method, path, **kwargs: session.request(method, catalogue.base_url + path, timeout=10, **kwargs)
+    session.close()
+
+
+@pytest.fixture
+def catalogue_snow(catalogue):
+    client = pysnow.Client(host=f"127.0.0.1:{catalogue.port}", use_ssl=False, user=API_USER,
+                           password=API_PASSWORD)
+    yield client
+    client.close()
 
 
 def numbers(api, query, **params):
@@ -347,11 +365,12 @@ def numbers(api, query, **params):
     ("ORDERBYpriority^ORDERBYDESCnumber", [1, 2, 5, 4, 3]),
     ("ORDERBYno_such_field^ORDERBYDESCstate", [4, 3, 2, 5, 1]),   # ties keep insertion order
 ])
-def test_encoded_queries(catalogue, api, query, expected):
-    assert numbers(api, query) == expected
+def test_encoded_queries(catalogue_api, query, expected):
+    assert numbers(catalogue_api, query) == expected
 
 
-def test_pysnow_query_builder_dates_and_lists(catalogue, snow):
+def test_pysnow_query_builder_dates_and_lists(catalogue_snow):
+    snow = catalogue_snow
     since = pysnow.QueryBuilder().field("sys_updated_on").greater_than_or_equal(
         datetime(2026, 3, 1, 15, 0, 0)).AND().field("state").equals(["2", "6"])
     assert [r["number"] for r in incidents(snow).get(query=since).all()] == ["INC0010004", "INC0010005"]
@@ -373,7 +392,8 @@ def test_date_generate_reads_in_the_api_users_time_zone(clock):
                             params={"sysparm_query": later}).json()["result"] == []
 
 
-def test_pysnow_pages_with_limit_and_offset_and_headers_describe_pages(catalogue, snow, api):
+def test_pysnow_pages_with_limit_and_offset_and_headers_describe_pages(catalogue_snow, catalogue_api):
+    snow, api = catalogue_snow, catalogue_api
     seen, offset = [], 0
     while True:
         page = list(incidents(snow).get(query="ORDERBYsys_updated_on^ORDERBYsys_id", limit=2,
