@@ -62,7 +62,7 @@ def parse_mapping(data: bytes | str, *, source: str) -> Mapping:
     reader = _Reader(source)
     mapping = reader.read(raw)
     if reader.problems:
-        raise MappingError(reader.problems)
+        raise MappingError(sorted(reader.problems, key=lambda p: (p.line, p.column)))
     assert mapping is not None
     return mapping
 
