@@ -35,7 +35,6 @@ FIELD_KEYS = ("canonical", "remote", "direction", "policy", "value_map", "outbou
               "write_as", "reference", "template", "default", "on_resolve")
 COMMENT_KEYS = ("inbound", "outbound")
 INBOUND_COMMENT_KEYS = ("plain", "restricted")
-OUTBOUND_COMMENT_KEYS = ("channel", "restricted")
 RESOLVE_KEYS = ("from", "default")
 REFERENCE_KEYS = ("match",)
 
@@ -474,22 +473,16 @@ class _Reader:
         return self.choice(node, "comment visibility", VISIBILITIES)
 
     def comment_target(self, node: yaml.Node, channels: tuple[str, ...] | None) -> tuple[str, bool] | None:
-        if isinstance(node, yaml.MappingNode):
-            parts = self.pairs(node, "a comment target", OUTBOUND_COMMENT_KEYS) or {}
-            if "channel" not in parts:
-                self.problem(node, "a comment target needs a 'channel'")
-                return None
-            channel_node = parts["channel"][1]
-            restricted = self.value(parts["restricted"][1]) if "restricted" in parts else False
-            if not isinstance(restricted, bool):
-                self.problem(parts["restricted"][1], "restricted must be true or false")
-                restricted = False
-        else:
-            if self.value(node) is None:
-                return None              # null: do not export
-            channel_node, restricted = node, False
-        channel = self.text(channel_node, "comment channel")
+        """A channel name; on Jira ``comment:<role>`` or ``comment:group:<group>`` restricts it."""
+        if self.value(node) is None:
+            return None                  # null: do not export
+        channel = self.text(node, "comment channel")
         if channel is None:
             return None
-        self.check_channel(channel_node, channel, channels)
-        return channel, restricted
+        base, _, audience = channel.partition(":")
+        self.check_channel(node, base, channels)
+        if ":" in channel and (self.system != "jira" or not audience or audience in ("group", "group:")):
+            self.problem(node, f"comment channel {channel!r} cannot be restricted that way",
+                         "on Jira write comment:<role> or comment:group:<group>; ServiceNow channels "
+                         "take no suffix")
+        return channel, bool(audience)

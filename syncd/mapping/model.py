@@ -334,12 +334,15 @@ class Mapping:
         return out
 
     def comment_visibility(self, channel: str, restricted: bool) -> str | None:
-        """The visibility an imported remote comment gets, or None: do not import it."""
-        return self.comments.inbound.get((channel, bool(restricted)))
+        """The visibility an imported remote comment gets, or None: do not import it. A restricted
+        Jira comment arrives on ``comment:<audience>``; rules are written for the base channel."""
+        base = channel.partition(":")[0]
+        return self.comments.inbound.get((base, bool(restricted)))
 
     def comment_channel(self, visibility: str) -> tuple[str, bool] | None:
-        """The remote channel (and whether restricted) for a comment of this visibility, or None:
-        do not export it."""
+        """Where a comment of this visibility goes: (channel, restricted), or None: do not export
+        it. The channel is what ``Connector.add_comment`` takes (``comment:<role>`` restricts a
+        Jira comment, so ``restricted`` is also readable from it)."""
         return self.comments.outbound.get(visibility)
 
 

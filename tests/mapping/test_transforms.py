@@ -209,7 +209,7 @@ def test_servicenow_journal_channels_map_to_visibilities_both_ways():
 
 def test_jira_comments_import_as_internal_and_both_visibilities_go_out_as_plain_comments():
     assert JIRA.comment_visibility("comment", False) == "internal"
-    assert JIRA.comment_visibility("comment", True) == "internal"
+    assert JIRA.comment_visibility("comment:Developers", True) == "internal"
     assert JIRA.comment_channel("internal") == ("comment", False)
     assert JIRA.comment_channel("public") == ("comment", False)
 
@@ -222,11 +222,11 @@ def test_comments_can_be_restricted_or_left_out_in_either_direction():
           inbound:
             comment: {plain: public, restricted: null}
           outbound:
-            internal: {channel: comment, restricted: true}
+            internal: "comment:group:sre-team"
             public: null
         """)
     assert rules.comment_visibility("comment", False) == "public"
-    assert rules.comment_visibility("comment", True) is None
+    assert rules.comment_visibility("comment:Developers", True) is None
     assert rules.comment_visibility("worklog", False) is None
-    assert rules.comment_channel("internal") == ("comment", True)
+    assert rules.comment_channel("internal") == ("comment:group:sre-team", True)
     assert rules.comment_channel("public") is None

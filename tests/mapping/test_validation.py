@@ -215,6 +215,14 @@ CASES = {
           outbound:
             private: work_notes
         """, "5:5: unknown comment visibility 'private' (hint: one of internal, public)"),
+    "restricted_servicenow_channel": ("""
+        system: servicenow
+        fields: []
+        comments:
+          outbound:
+            internal: work_notes:itil
+        """, "5:15: comment channel 'work_notes:itil' cannot be restricted that way (hint: on Jira write "
+             "comment:<role> or comment:group:<group>; ServiceNow channels take no suffix)"),
     "empty_file": ("", "1:1: the mapping file is empty (hint: start from syncd/mapping/defaults/*.yaml)"),
     "missing_system": ("""
         fields: []
