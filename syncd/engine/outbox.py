@@ -142,9 +142,10 @@ class OutboxDelivery:
             return self._complete(item, worker)
         if link is None:
             raise UnmappableValue(f"incident {item.incident_id} has no {runtime.name} record to comment on")
-        channel = runtime.mapping().comment_channel(comment.visibility)
-        if channel is None:
+        target = runtime.mapping().comment_channel(comment.visibility)
+        if target is None:
             return self._complete(item, worker)
+        channel, _restricted = target     # a restricted Jira channel names its audience: comment:<role>
         remote_id = None
         if item.attempts:   # a retry: the earlier attempt may have landed before failing
             remote_id = next((c.remote_id for c in runtime.connector.list_comments(link.remote_id)

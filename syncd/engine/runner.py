@@ -73,9 +73,20 @@ class Engine:
         """One full round: drain hints, poll every connector, deliver everything due."""
         self.drain_hints()
         for name in self.runtimes:
-            self.inbound.poll(name)
+            self.poll(name)
         self.deliver_all_due()
         self.update_gauges()
+
+    def poll(self, connector: str) -> int:
+        """One poll of a connector; a remote failure is logged and left for the next poll."""
+        try:
+            applied = self.inbound.poll(connector)
+        except RemoteError as error:
+            log.warning("poll failed", extra={"connector": connector, "error": str(error)})
+            return 0
+        if applied:
+            self._work_ready.set()
+        return applied
 
     def wake(self) -> None:
         """New outbox rows were committed: let an idle worker look now rather than later."""
@@ -158,11 +169,7 @@ class Engine:
     def _poll_loop(self, name: str, runtime: ConnectorRuntime) -> Callable[[], None]:
         def loop() -> None:
             while not self._stop.is_set():
-                try:
-                    if self.inbound.poll(name):
-                        self._work_ready.set()
-                except RemoteError as error:
-                    log.warning("poll failed", extra={"connector": name, "error": str(error)})
+                self.poll(name)
                 self._stop.wait(runtime.poll_interval.total_seconds())
         return loop
 

@@ -237,7 +237,9 @@ class InboundSync:
                 service.link_comment(session=session, comment_id=own.id, connector=runtime.name,
                                      remote_comment_id=comment.remote_id)
                 continue
-            visibility = mapping.comment_visibility(comment.channel, comment.restricted)
+            # Jira reports a restricted comment's audience in its channel (comment:<role>).
+            base_channel = comment.channel.split(":", 1)[0]
+            visibility = mapping.comment_visibility(base_channel, comment.restricted)
             if visibility is None:
                 continue
             stored = service.add_comment(session=session, incident_id=incident_id, body=comment.body,

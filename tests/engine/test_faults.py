@@ -1,0 +1,128 @@
+"""Breaking things on purpose: rate-limit and outage storms, a crash between a remote write and its
+commit, a webhook racing a poll, edits on both sides at once. The invariants of DESIGN.md must hold."""
+
+from datetime import timedelta
+
+import pytest
+
+from syncd.simulators.base import Fault
+from syncd.store import service
+from syncd.store.models import TimelineEntry
+
+from .conftest import make_engine
+from .test_story import jira_issue, raise_sn_incident
+
+
+class Crash(Exception):
+    """Stands for the process dying at the worst moment."""
+
+
+def settle_with_time(world, cycles=12, step=120):
+    """Cycle while moving the clock on, so backed-off deliveries come due."""
+    for _ in range(cycles):
+        world.cycle()
+        world.clock.advance(step)
+
+
+def test_429_and_503_storms_delay_delivery_but_lose_nothing(world):
+    world.jira.inject(Fault("status", status=429, retry_after="1", times=6))
+    world.sn.inject(Fault("status", status=503, path=r"/incident", method="PATCH", times=6))
+    sys_id = raise_sn_incident(world)
+    settle_with_time(world)
+    world.jira.clear_faults()
+    world.jira.inject(Fault("status", status=503, times=6))
+    world.jira.human_update(world.link("jira").remote_key, {"priority": {"name": "High"}})
+    world.jira.clear_faults()
+    world.jira.inject(Fault("status", status=503, times=6))
+    world.sn.human_add_journal(sys_id, "work_notes", "failing over")
+    settle_with_time(world)
+    world.jira.clear_faults()
+    world.settle()
+    assert world.incident().priority == "P2"
+    assert world.sn.get_incident(sys_id)["priority"] == "2"
+    assert [c["body"] for c in world.jira.comments(world.link("jira").remote_key)] == ["failing over"]
+    assert world.jira.count_requests("POST", r"/issue$") - _failed_creates(world) == 1
+    with world.store.transaction() as session:
+        assert service.dead_letters(session=session) == []
+
+
+def _failed_creates(world):
+    return sum(1 for r in world.jira.request_log()
+               if r.method == "POST" and r.path.endswith("/issue") and r.status >= 400)
+
+
+def test_a_crash_between_remote_create_and_commit_neither_duplicates_nor_loses(world, mappings):
+    crashes = []
+
+    def crash_once(item):
+        if item.operation == "create" and not crashes:
+            crashes.append(item.id)
+            raise Crash()
+
+    world.engine.outbox.after_remote_write = crash_once
+    raise_sn_incident(world)
+    with pytest.raises(Crash):
+        world.cycle()
+    assert world.link("jira") is None                   # the commit never happened
+    # Restart: a new engine on the same store, after the dead worker's lease ran out.
+    world.engine = make_engine(world.store, world.clock, world.sn, world.jira, mappings)
+    world.clock.advance(120)
+    world.settle()
+    creates = [r for r in world.jira.request_log() if r.method == "POST" and r.path.endswith("/issue")]
+    assert len(creates) == 1, "the retry must find the issue by correlation id, not create another"
+    assert jira_issue(world)["fields"]["priority"]["name"] == "Highest"
+
+
+def test_a_crash_between_a_comment_write_and_its_commit_posts_it_once(world, mappings):
+    sys_id = raise_sn_incident(world)
+    world.settle()
+
+    def crash(item):
+        if item.operation == "comment":
+            raise Crash()
+
+    world.engine.outbox.after_remote_write = crash
+    world.sn.human_add_journal(sys_id, "work_notes", "rolling back deploy 42")
+    with pytest.raises(Crash):
+        world.cycle()
+    world.engine = make_engine(world.store, world.clock, world.sn, world.jira, mappings)
+    world.clock.advance(120)
+    world.settle()
+    bodies = [c["body"] for c in world.jira.comments(world.link("jira").remote_key)]
+    assert bodies == ["rolling back deploy 42"]
+    with world.store.transaction() as session:
+        assert [c.body for c in service.comments(session=session, incident_id=1)] == \
+            ["rolling back deploy 42"]
+
+
+def test_a_webhook_and_a_poll_seeing_the_same_change_apply_it_once(world):
+    raise_sn_incident(world)
+    world.settle()
+    key = world.link("jira").remote_key
+    world.jira.human_update(key, {"priority": {"name": "Low"}})
+    world.engine.hint("jira", world.link("jira").remote_id)
+    world.engine.hint("jira", world.link("jira").remote_id)     # a retried delivery
+    world.settle()
+    with world.store.transaction() as session:
+        changes = [e for e in session.query(TimelineEntry).filter_by(kind="fields_changed",
+                                                                     source="jira")]
+    assert len(changes) == 1 and changes[0].data["changes"]["priority"]["to"] == "P4"
+    assert world.sn.count_requests("PATCH") == 1
+
+
+def test_the_same_field_edited_on_both_sides_resolves_by_policy_on_the_timeline(world):
+    raise_sn_incident(world)
+    world.settle()
+    key = world.link("jira").remote_key
+    # The Jira mapping's policy is newest_wins. The simulators run on real time; move the engine's
+    # clock a year ahead so the store's edit is the newer one.
+    world.clock.advance(timedelta(days=365).total_seconds())
+    world.engine.incidents.update(1, {"priority": "P3"}, actor="carol", source="api")
+    world.jira.human_update(key, {"priority": {"name": "Lowest"}})
+    world.engine.inbound.poll("jira")          # Jira's edit arrives before ours goes out
+    world.settle()
+    assert world.incident().priority == "P3"
+    assert jira_issue(world)["fields"]["priority"]["name"] == "Medium"
+    with world.store.transaction() as session:
+        conflicts = session.query(TimelineEntry).filter_by(kind="conflict").all()
+    assert [(c.data["field"], c.data["winner"]) for c in conflicts] == [("priority", "store")]
