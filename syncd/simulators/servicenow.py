@@ -21,6 +21,10 @@ Behaviour follows shared/reference/servicenow.md; where that is silent, the real
   fields are mandatory: Resolution code, Resolution notes"}, "status": "failure"}``, nothing saved.
 * ``sys_journal_field`` is read-only through the API (403, as its ACLs answer); journal entries are
   made by writing ``work_notes`` / ``comments`` on the incident.
+* Dates in queries take the internal UTC form or ``javascript:gs.dateGenerate('2026-01-01',
+  '12:00:00')`` (also pysnow's one-argument form), read in the API user's ``time_zone``; other
+  ``javascript:`` functions are not evaluated and match nothing. Dot-walks (``assigned_to.user_name``)
+  work in queries and ``sysparm_fields``.
 * Values that are not scalars (other than a ``{"value": ...}`` object) are refused with 400 rather
   than stored as garbage, so a connector bug shows at once.
 
@@ -31,7 +35,9 @@ shared-secret header ``X-Syncd-Webhook-Secret: <secret>`` (the daemon checks it)
 
 Admin endpoints besides the shared ``/_sim/`` ones: ``POST /_sim/human/incident`` (create) and
 ``POST /_sim/human/incident/{sys_id}`` (update), body ``{"user": "beth.anglin", "fields": {...}}``:
-a person editing in the UI, through the same code as API writes.
+a person editing in the UI, through the same code as API writes. In Python: ``human_create``,
+``human_update``, ``human_add_journal``, and for assertions ``get_incident``, ``journal``,
+``user_sys_id``, ``group_sys_id``.
 """
 
 from __future__ import annotations
@@ -316,7 +322,8 @@ class ServiceNowSimulator(Simulator):
                 "tables": {name: list(rows.values()) for name, rows in self._records.items()}}
 
     def state_from_json(self, data: Any) -> None:
-        if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("tables"), dict):
+        if (not isinstance(data, dict) or data.get("version") != 1
+                or not isinstance(data.get("tables"), dict)):
             raise ValueError("ServiceNow simulator state must be an object with version 1 and 'tables'")
         records: dict[str, dict[str, dict[str, str]]] = {name: {} for name in self.tables}
         for name, rows in data["tables"].items():
@@ -540,7 +547,8 @@ class ServiceNowSimulator(Simulator):
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() == "basic":
             try:
-                name, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+                decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+                name, _, password = decoded.partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 name, password = "", ""
             expected = self.users.get(name)
@@ -559,7 +567,8 @@ class ServiceNowSimulator(Simulator):
         try:
             data = json.loads(request.body or b"{}")
         except ValueError:
-            raise HTTPError(400, "Exception while reading request", "The payload is not valid JSON.") from None
+            raise HTTPError(400, "Exception while reading request",
+                            "The payload is not valid JSON.") from None
         if not isinstance(data, dict):
             raise HTTPError(400, "Exception while reading request", "The payload must be a JSON object.")
         return data
