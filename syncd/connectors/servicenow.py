@@ -127,6 +127,9 @@ class ServiceNowConnector(Connector):
         return self._client.resource(api_path=f"/table/{table}", timeout=self.timeout)
 
     def _table_url(self, table: str, sys_id: str) -> str:
+        if not _SYS_ID.match(sys_id):
+            raise PermanentRemoteError(self.name, f"{sys_id!r} is not a sys_id (32 lowercase hex "
+                                                  f"digits); writes address records by sys_id")
         return f"{self.instance_url}/api/now/table/{table}/{sys_id}"
 
     def _query(self, table: str, query: str, *, limit: int, offset: int = 0,
@@ -369,10 +372,11 @@ class ServiceNowConnector(Connector):
 
     def update(self, remote_id: str, fields: Mapping[str, Any]) -> RemoteRecord:
         """PATCH only the given fields (pysnow's update() would GET first, then PUT)."""
+        url = self._table_url(self.table, remote_id)
         body = self._outbound(fields)
 
         def patch() -> dict[str, Any]:
-            return self._result(self.session.patch(self._table_url(self.table, remote_id), json=body))
+            return self._result(self.session.patch(url, json=body))
 
         return self._records([self._call("update", patch)])[0]
 
@@ -383,6 +387,7 @@ class ServiceNowConnector(Connector):
         if channel not in JOURNAL_CHANNELS:
             raise ValueError(f"connector {self.name!r}: comment channel must be one of "
                              f"{', '.join(JOURNAL_CHANNELS)}, got {channel!r}")
+        url = self._table_url(self.table, remote_id)
         query = then_order(f"{self._equals('element_id', remote_id)}^element={channel}"
                            f"^{self._equals('sys_created_by', self.username)}",
                            "ORDERBYDESCsys_created_on")
@@ -394,7 +399,7 @@ class ServiceNowConnector(Connector):
             if not entries:
                 return None
             newest = [e for e in entries if e.get("sys_created_on") == entries[0].get("sys_created_on")]
-            return next((e for e in newest if e.get("value") == body
+            return next((e for e in newest if _same_text(e.get("value") or "", body)
                          and e.get("sys_created_by") == self.username), None)
 
         def append() -> dict[str, Any]:
@@ -404,8 +409,7 @@ class ServiceNowConnector(Connector):
                 existing = our_newest_entry_with_body()
                 if existing is not None:
                     return existing
-            self._result(self.session.patch(self._table_url(self.table, remote_id),
-                                            json={channel: body},
+            self._result(self.session.patch(url, json={channel: body},
                                             params={"sysparm_fields": "sys_id"}))
             entry = our_newest_entry_with_body()
             if entry is None:
@@ -463,6 +467,13 @@ def _reference_id(value: Any) -> str:
     if isinstance(value, dict):
         return value.get("value") or ""
     return value or ""
+
+
+def _same_text(stored: str, written: str) -> bool:
+    """Whether a journal value is the text we wrote (the instance may trim it and use LF)."""
+    def normal(text: str) -> str:
+        return text.replace("\r\n", "\n").strip()
+    return normal(stored) == normal(written)
 
 
 def _seen_key(raw: Mapping[str, Any]) -> str:

@@ -14,7 +14,6 @@ from responses import matchers
 from syncd.clock import ManualClock
 from syncd.connectors.base import (AuthError, PermanentRemoteError, Ref, SyncCursor,
                                    WebhookRejected)
-from syncd.connectors.http import RetryPolicy
 from syncd.connectors.servicenow import ServiceNowConnector, and_condition
 from syncd.metrics import REGISTRY
 from syncd.simulators.base import Fault
@@ -195,6 +194,13 @@ def test_a_ref_by_an_attribute_the_table_lacks_is_not_trusted():
         connector().update(sys_id(3), {"assigned_to": Ref("u_badge", "1234")})
 
 
+def test_writes_address_records_by_sys_id_only():
+    with pytest.raises(PermanentRemoteError, match="not a sys_id"):
+        connector().update("../sys_user/x", {"state": "2"})
+    with pytest.raises(PermanentRemoteError, match="not a sys_id"):
+        connector().add_comment("INC0010001", "x", channel="work_notes")
+
+
 def test_a_ref_on_a_field_that_is_not_a_reference_is_refused():
     with pytest.raises(PermanentRemoteError, match="short_description"):
         connector().update(sys_id(3), {"short_description": Ref("user_name", "beth.anglin")})
@@ -281,6 +287,20 @@ def test_add_comment_writes_the_journal_field_and_returns_the_new_entry():
                                                                    "Paged the DBA")
     with pytest.raises(ValueError, match="channel"):
         connector().add_comment(sys_id(1), "x", channel="comment")
+
+
+@responses.activate
+def test_a_retried_comment_is_not_written_twice_when_the_first_write_landed():
+    patch = responses.patch(f"{TABLE}/{sys_id(1)}", body=requests.ReadTimeout("read timed out"))
+    responses.get(JOURNAL, json={"result": [
+        {"sys_id": sys_id(103), "element": "comments", "element_id": sys_id(1),
+         "value": "Service restored\r\n", "sys_created_on": "2026-01-22 10:04:00",
+         "sys_created_by": "syncd.integration"}]}, match=params(
+        sysparm_query=f"element_id={sys_id(1)}^element=comments^sys_created_by=syncd.integration"
+                      "^ORDERBYDESCsys_created_on"))
+    comment = connector().add_comment(sys_id(1), "Service restored", channel="comments")
+    assert comment.remote_id == sys_id(103)
+    assert patch.call_count == 1
 
 
 def test_the_instance_url_may_be_plain_http_with_a_port_or_a_path():
