@@ -107,8 +107,8 @@ class UnmappableValue(ValueError):
         return cls(reason, field=remote_field, value=value, direction="in")
 
     @classmethod
-    def outbound(cls, canonical_field: str, value: Any, reason: str) -> UnmappableValue:
-        return cls(reason, field=canonical_field, value=value, direction="out")
+    def outbound(cls, canonical_name: str, value: Any, reason: str) -> UnmappableValue:
+        return cls(reason, field=canonical_name, value=value, direction="out")
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -262,7 +262,8 @@ class Mapping:
     on_create: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     digest: str = ""                     # sha256 of the file's bytes
 
-    def field(self, canonical: str) -> FieldMapping | None:
+    def rule_for(self, canonical: str) -> FieldMapping | None:
+        """The rule mapping a canonical field, or None when this mapping leaves it alone."""
         for rule in self.fields:
             if rule.canonical == canonical:
                 return rule
@@ -285,7 +286,7 @@ class Mapping:
 
     def policy_for(self, canonical_field: str) -> str:
         """The conflict policy for a field changed on both sides since the last sync."""
-        rule = self.field(canonical_field)
+        rule = self.rule_for(canonical_field)
         return rule.policy if rule is not None else self.default_policy
 
     def to_canonical(self, remote_fields: MappingABC[str, Any]) -> dict[str, Any]:

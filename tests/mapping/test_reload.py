@@ -115,7 +115,7 @@ def test_the_watcher_applies_an_edit_by_itself_and_stops_when_told(mappings, jir
     try:
         deadline = threading.Event()
         for _ in range(500):            # wait for the condition, up to ~5 s
-            if "Trivial" in (mappings.get("jira").field("priority").value_map or {}):
+            if "Trivial" in (mappings.get("jira").rule_for("priority").value_map or {}):
                 break
             deadline.wait(0.01)
         assert mappings.get("jira").to_canonical({"priority": "Trivial"}) == {"priority": "P5"}
