@@ -33,6 +33,9 @@ CONFLICTS = Counter(
 MAPPING_RELOADS = Counter(
     "syncd_mapping_reloads_total", "Mapping file reloads, by outcome (applied/rejected).",
     ["outcome"], registry=REGISTRY)
+CONNECTOR_PAUSED = Gauge(
+    "syncd_connector_paused", "1 while a connector's inbound sync is paused for an operator.",
+    ["connector"], registry=REGISTRY)
 WORKER_RESTARTS = Counter(
     "syncd_worker_restarts_total", "Worker threads restarted after a crash.",
     ["worker"], registry=REGISTRY)

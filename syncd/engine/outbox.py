@@ -79,7 +79,8 @@ class OutboxDelivery:
         if record is None:
             remote_fields = mapping.to_remote(values, context=template_context(incident), creating=True)
             record = runtime.connector.create(remote_fields, correlation_id=correlation)
-            written = values
+            written = {name: value for name, value in values.items()
+                       if name in mapping.canonical_fields_out}
         else:
             log.info("adopting a record created before a crash",
                      extra={"connector": runtime.name, "incident": incident.id,
@@ -112,10 +113,13 @@ class OutboxDelivery:
               values: dict[str, Any], link: Any, names: list[str]) -> None:
         """Write the named fields where the store differs from what the remote last had."""
         shadow = link.shadow or {}
-        changed = {name: values.get(name) for name in names if shadow.get(name) != values.get(name)}
+        mapping = runtime.mapping()
+        # Only fields this mapping writes: a read-only field's shadow must stay what the remote has.
+        changed = {name: values.get(name) for name in names
+                   if name in mapping.canonical_fields_out and shadow.get(name) != values.get(name)}
         if changed:
-            remote_fields = runtime.mapping().to_remote(changed, context=template_context(incident),
-                                                        creating=False)
+            remote_fields = mapping.to_remote(changed, context=template_context(incident),
+                                              creating=False)
             if remote_fields:
                 runtime.connector.update(link.remote_id, remote_fields)
                 self._hook(item)

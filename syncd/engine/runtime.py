@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from syncd.connectors.base import Connector
+from syncd.store.service import incident_fields
 
 CORRELATION_PREFIX = "syncd-"
 
@@ -33,5 +34,7 @@ def incident_id_from_correlation(value: str | None) -> int | None:
 
 
 def template_context(incident: Any) -> dict[str, Any]:
-    """What mapping templates may name besides canonical fields."""
-    return {"number": incident.number, "id": incident.id}
+    """What mapping templates may name: the incident's canonical fields, its number and id, and
+    its API address (relative: syncd does not know the name it is reached by)."""
+    return {**incident_fields(incident), "number": incident.number, "id": incident.id,
+            "url": f"/api/v1/incidents/{incident.id}"}

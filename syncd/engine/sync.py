@@ -20,7 +20,7 @@ from syncd.connectors.base import RemoteComment, RemoteRecord, SyncCursor
 from syncd.engine.propagation import propagate_comment, propagate_fields, propagate_new_incident
 from syncd.engine.runtime import ConnectorRuntime, incident_id_from_correlation
 from syncd.mapping import UnmappableValue
-from syncd.metrics import CONFLICTS, SYNC_CHANGES, SYNC_LAG_SECONDS
+from syncd.metrics import CONFLICTS, CONNECTOR_PAUSED, SYNC_CHANGES, SYNC_LAG_SECONDS
 from syncd.store import service
 from syncd.store.db import transaction
 from syncd.store.models import Incident, Link
@@ -42,10 +42,12 @@ class InboundSync:
     """Reads remote records and applies them to the store, one transaction per record."""
 
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
-                 clock: Clock):
+                 clock: Clock, pause_share: float | None = 0.5, pause_min_links: int = 20):
         self.sessions = sessions
         self.runtimes = runtimes
         self.clock = clock
+        self.pause_share = pause_share          # None: never pause
+        self.pause_min_links = pause_min_links  # below this many links a share means little
 
     # -- entry points -----------------------------------------------------------------------
     def poll(self, connector_name: str) -> int:
@@ -59,7 +61,10 @@ class InboundSync:
                                                           "reason": row.paused_reason})
                 return 0
             cursor = SyncCursor(row.watermark, frozenset(row.seen)) if row else SyncCursor()
+            accepted = bool(row and row.accept_mass_change)
         records, next_cursor = runtime.connector.fetch_changes(cursor)
+        if not accepted and self._mass_change(connector_name, records):
+            return 0
         for record in records:
             self.apply(connector_name, record)
         with transaction(self.sessions) as session:
@@ -71,6 +76,93 @@ class InboundSync:
             SYNC_LAG_SECONDS.labels(connector_name).set(
                 max(0.0, (self.clock.now() - newest).total_seconds()))
         return len(records)
+
+    def reconcile(self, connector_name: str, *, batch: int = 200) -> dict[str, int]:
+        """Re-read every linked record of a connector and repair drift both ways. A record that
+        vanished is reported on its incident's timeline, never mirrored as a deletion."""
+        runtime = self.runtimes[connector_name]
+        counts = {"checked": 0, "repaired": 0, "vanished": 0}
+        after = 0
+        while True:
+            with transaction(self.sessions) as session:
+                links = service.links_page(session=session, connector=connector_name, after_id=after,
+                                           limit=batch)
+                pairs = [(link.id, link.incident_id, link.remote_id, link.remote_key)
+                         for link in links]
+            if not pairs:
+                linked = counts["checked"]
+                if (self.pause_share is not None and linked >= self.pause_min_links
+                        and counts["vanished"] > self.pause_share * linked):
+                    self.pause(connector_name, f"{counts['vanished']} of {linked} linked records "
+                                               f"vanished at once")
+                return counts
+            after = pairs[-1][0]
+            for _, incident_id, remote_id, remote_key in pairs:
+                counts["checked"] += 1
+                record = runtime.connector.fetch(remote_id)
+                if record is None:
+                    counts["vanished"] += 1
+                    with transaction(self.sessions) as session:
+                        service.append_timeline(
+                            session=session, incident_id=incident_id, at=self.clock.now(),
+                            kind="remote_vanished", actor=None, source=connector_name,
+                            data={"connector": connector_name, "remote_key": remote_key})
+                    continue
+                if self.apply(connector_name, record, repair=True).outcome != "unchanged":
+                    counts["repaired"] += 1
+
+    def _mass_change(self, connector_name: str, records: list[RemoteRecord]) -> bool:
+        """vdirsyncer's safety: when one poll says most linked records changed at once, pause the
+        connector instead of mirroring what is more likely an accident or an outage."""
+        if self.pause_share is None or not records:
+            return False
+        with transaction(self.sessions) as session:
+            linked = service.count_links(session=session, connector=connector_name)
+            if linked < self.pause_min_links:
+                return False
+            touched = self._really_changed(session, connector_name, records)
+            if touched <= self.pause_share * linked:
+                return False
+        self.pause(connector_name, f"one poll changed {touched} of {linked} linked records "
+                                   f"(more than {self.pause_share:.0%})")
+        return True
+
+    def pause(self, connector_name: str, why: str) -> None:
+        reason = (f"{why}; inbound sync paused until an operator resumes it "
+                  f"(`syncd resume {connector_name}`)")
+        with transaction(self.sessions) as session:
+            service.set_paused(session=session, connector=connector_name, reason=reason,
+                               now=self.clock.now())
+        CONNECTOR_PAUSED.labels(connector_name).set(1)
+        log.error("connector paused", extra={"connector": connector_name, "reason": reason})
+
+    def resume(self, connector_name: str) -> None:
+        with transaction(self.sessions) as session:
+            service.set_paused(session=session, connector=connector_name, reason=None,
+                               now=self.clock.now())
+        CONNECTOR_PAUSED.labels(connector_name).set(0)
+        log.info("connector resumed", extra={"connector": connector_name})
+
+    def _really_changed(self, session: Session, connector_name: str,
+                        records: list[RemoteRecord]) -> int:
+        """How many linked records in a batch differ from their shadow (our own echoes do not)."""
+        mapping = self.runtimes[connector_name].mapping()
+        links = service.links_by_remote_id(session=session, connector=connector_name,
+                                           remote_ids=[record.remote_id for record in records])
+        changed = 0
+        for record in records:
+            link = links.get(record.remote_id)
+            if link is None:
+                continue
+            try:
+                values = mapping.to_canonical(record.fields)
+            except UnmappableValue:
+                changed += 1
+                continue
+            shadow = link.shadow or {}
+            if any(shadow.get(name) != value for name, value in values.items() if name in shadow):
+                changed += 1
+        return changed
 
     def apply_hint(self, connector_name: str, remote_id: str) -> ApplyResult:
         """A webhook said this record changed: re-read it and apply what it really holds now."""
@@ -92,7 +184,10 @@ class InboundSync:
         return len(pending)
 
     # -- one record -------------------------------------------------------------------------
-    def apply(self, connector_name: str, record: RemoteRecord) -> ApplyResult:
+    def apply(self, connector_name: str, record: RemoteRecord, *, repair: bool = False
+              ) -> ApplyResult:
+        """Apply one remote record. With ``repair`` (reconcile), the version short-cut is skipped
+        and any field where the store and the remote still disagree is queued to go out again."""
         runtime = self.runtimes[connector_name]
         mapping = runtime.mapping()
         try:
@@ -103,7 +198,7 @@ class InboundSync:
         with transaction(self.sessions) as session:
             link = service.find_link(session=session, connector=connector_name,
                                      remote_id=record.remote_id)
-            if link is not None and link.remote_version == record.version:
+            if link is not None and link.remote_version == record.version and not repair:
                 SYNC_CHANGES.labels(connector_name, "in", "unchanged").inc()
                 return ApplyResult("unchanged", link.incident_id)
         comments = self._comments(runtime, record)
@@ -115,6 +210,8 @@ class InboundSync:
                 result = self._unlinked(session, runtime, record, remote_values, comments)
             else:
                 result = self._linked(session, runtime, link, record, remote_values, comments)
+                if repair:
+                    self._queue_drift(session, runtime, link.incident_id, remote_values)
         SYNC_CHANGES.labels(connector_name, "in", result.outcome).inc()
         for name in result.conflicts:
             CONFLICTS.labels(connector_name, name).inc()
@@ -205,6 +302,21 @@ class InboundSync:
         imported = self._import_comments(session, runtime, incident.id, comments)
         outcome = "applied" if changed or imported or conflicts else "unchanged"
         return ApplyResult(outcome, incident.id, changed=changed, conflicts=conflicts)
+
+    def _queue_drift(self, session: Session, runtime: ConnectorRuntime, incident_id: int,
+                     remote_values: dict[str, Any]) -> None:
+        """After a repair read: what the remote still holds differently from the store goes out."""
+        mapping = runtime.mapping()
+        incident = service.get_incident(session=session, incident_id=incident_id)
+        store_values = service.incident_fields(incident)
+        drift = {name: store_values.get(name) for name in mapping.canonical_fields_out
+                 if name in remote_values and remote_values[name] != store_values.get(name)}
+        if drift:
+            service.enqueue(session=session, incident_id=incident_id, connector=runtime.name,
+                            operation="update", fields=drift, now=self.clock.now())
+            service.append_timeline(session=session, incident_id=incident_id, at=self.clock.now(),
+                                    kind="drift_repaired", actor=None, source=runtime.name,
+                                    data={"connector": runtime.name, "fields": sorted(drift)})
 
     @staticmethod
     def _settle(policy: str, record: RemoteRecord, incident: Incident) -> str:

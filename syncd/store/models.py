@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (JSON, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
+from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
                         TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -192,4 +192,6 @@ class SyncCursorRow(Base):
     seen: Mapped[list[Any]] = mapped_column(default=list)
     last_poll_at: Mapped[datetime | None]
     paused_reason: Mapped[str | None] = mapped_column(Text)
+    # Set when an operator resumes a paused connector: the next poll's mass change is accepted.
+    accept_mass_change: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime]

@@ -205,6 +205,22 @@ def create_link(*, session: Session, incident_id: int, connector: str, remote_id
     return link
 
 
+def links_page(*, session: Session, connector: str, after_id: int, limit: int) -> list[Link]:
+    return list(session.scalars(select(Link).where(Link.connector == connector, Link.id > after_id)
+                                .order_by(Link.id).limit(limit)))
+
+
+def count_links(*, session: Session, connector: str) -> int:
+    return session.scalar(select(func.count()).select_from(Link).where(Link.connector == connector))
+
+
+def links_by_remote_id(*, session: Session, connector: str, remote_ids: list[str]) -> dict[str, Link]:
+    if not remote_ids:
+        return {}
+    return {link.remote_id: link for link in session.scalars(select(Link).where(
+        Link.connector == connector, Link.remote_id.in_(set(remote_ids))))}
+
+
 def record_remote_state(*, session: Session, link: Link, shadow: Mapping[str, Any],
                         remote_version: str | None, now: datetime) -> None:
     """Remember what the remote holds now (after a read or our own write): the no-echo shadow."""
@@ -467,9 +483,10 @@ def save_cursor(*, session: Session, connector: str, watermark: datetime | None,
                 seen: Iterable[str], now: datetime) -> SyncCursorRow:
     row = session.get(SyncCursorRow, connector, with_for_update=True)
     if row is None:
-        row = SyncCursorRow(connector=connector, seen=[], updated_at=now)
+        row = SyncCursorRow(connector=connector, seen=[], updated_at=now, accept_mass_change=False)
         session.add(row)
     row.watermark = watermark
+    row.accept_mass_change = False
     row.seen = sorted(seen)
     row.last_poll_at = now
     row.updated_at = now
@@ -478,11 +495,13 @@ def save_cursor(*, session: Session, connector: str, watermark: datetime | None,
 
 
 def set_paused(*, session: Session, connector: str, reason: str | None, now: datetime) -> None:
-    """Pause a connector's inbound sync with a reason an operator reads; None resumes it."""
+    """Pause a connector's inbound sync with a reason an operator reads; None resumes it, and
+    the operator's resume also accepts the mass change that caused the pause."""
     row = session.get(SyncCursorRow, connector, with_for_update=True)
     if row is None:
-        row = SyncCursorRow(connector=connector, seen=[], updated_at=now)
+        row = SyncCursorRow(connector=connector, seen=[], updated_at=now, accept_mass_change=False)
         session.add(row)
     row.paused_reason = reason
+    row.accept_mass_change = reason is None
     row.updated_at = now
     session.flush()

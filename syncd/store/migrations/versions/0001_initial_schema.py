@@ -46,6 +46,7 @@ def upgrade() -> None:
     sa.Column('seen', sa.JSON(), nullable=False),
     sa.Column('last_poll_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('paused_reason', sa.Text(), nullable=True),
+    sa.Column('accept_mass_change', sa.Boolean(), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('connector')
     )

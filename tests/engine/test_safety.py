@@ -1,0 +1,62 @@
+"""Safety nets of issue 5: reconcile repairs drift; a mass change pauses a connector."""
+
+import requests
+
+from syncd.store import service
+from syncd.store.models import Link
+
+from .test_story import jira_issue, raise_sn_incident
+
+
+def test_reconcile_repairs_a_missed_remote_change_and_a_lost_outbound_one(world):
+    sys_id = raise_sn_incident(world)
+    world.settle()
+    # A remote change the polls never saw: the link already claims its version.
+    world.sn.human_update(sys_id, {"short_description": "Checkout DB primary down"})
+    with world.store.transaction() as session:
+        link = session.query(Link).filter_by(connector="servicenow").one()
+        link.remote_version = world.sn.get_incident(sys_id)["sys_mod_count"]
+        # ...and a store change whose delivery to Jira was lost.
+        incident = service.get_incident(session=session, incident_id=1)
+        incident.priority = "P2"
+    world.cycle()
+    assert world.incident().title == "Checkout database down"     # the poll was fooled
+    counts = world.engine.inbound.reconcile("servicenow")
+    counts_jira = world.engine.inbound.reconcile("jira")
+    world.settle()
+    assert counts["checked"] == 1 and counts["repaired"] == 1
+    assert counts_jira["checked"] == 1
+    assert world.incident().title == "Checkout DB primary down"
+    assert jira_issue(world)["fields"]["summary"].endswith("Checkout DB primary down")
+    assert jira_issue(world)["fields"]["priority"]["name"] == "High"
+
+
+def test_a_poll_where_most_linked_records_changed_pauses_the_connector(world):
+    world.engine.inbound.pause_min_links = 4
+    for n in range(5):
+        world.sn.human_create({"short_description": f"outage {n}", "impact": "2", "urgency": "2"})
+    world.settle()
+    keys = [world.link("jira", incident_id).remote_key for incident_id in range(1, 6)]
+    for key in keys[:4]:                         # someone bulk-edits 4 of 5 issues
+        world.jira.human_update(key, {"priority": {"name": "Lowest"}})
+    world.cycle()
+    with world.store.transaction() as session:
+        assert "paused until an operator resumes it" in \
+            service.get_cursor(session=session, connector="jira").paused_reason
+    assert {world.incident(n).priority for n in range(1, 6)} == {"P3"}    # nothing mirrored
+    world.engine.inbound.resume("jira")
+    world.settle()
+    assert [world.incident(n).priority for n in range(1, 6)] == ["P5"] * 4 + ["P3"]
+
+
+def test_reconcile_reports_a_vanished_record_without_deleting_anything(world):
+    raise_sn_incident(world)
+    world.settle()
+    deleted = requests.delete(f"{world.jira.base_url}/rest/api/2/issue/{world.link('jira').remote_key}",
+                              auth=("alice", "alice-api-token"), timeout=5)
+    assert deleted.status_code == 204
+    counts = world.engine.inbound.reconcile("jira")
+    assert counts["vanished"] == 1
+    with world.store.transaction() as session:
+        kinds = [e.kind for e in service.timeline(session=session, incident_id=1)]
+    assert "remote_vanished" in kinds and world.incident().status == "triggered"
