@@ -397,3 +397,198 @@ def test_a_webhook_that_is_not_json_is_refused_with_400():
 
 def test_without_a_secret_webhooks_are_taken_unsigned():
     assert connector(webhook_secret=None).parse_webhook({}, WEBHOOK) == ["10001"]
+
+
+# -- against the Jira simulator over loopback --------------------------------------------------
+
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+import queue  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from syncd.simulators.jira import JiraSimulator  # noqa: E402
+
+
+class WebhookReceiver:
+    """A loopback endpoint that hands each delivery (headers, raw body) to the test."""
+
+    def __init__(self):
+        self.deliveries: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
+        deliveries = self.deliveries
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                deliveries.put((dict(self.headers.items()), body))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/jira"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       kwargs={"poll_interval": 0.05})
+        self.thread.start()
+
+    def next(self) -> tuple[dict[str, str], bytes]:
+        return self.deliveries.get(timeout=5)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    endpoint = WebhookReceiver()
+    yield endpoint
+    endpoint.close()
+
+
+@pytest.fixture(params=["Cloud", "Server"])
+def deployment(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def sim(deployment, receiver):
+    simulator = JiraSimulator(deployment=deployment, clock=ManualClock(),
+                              webhook_url=receiver.url, webhook_secret="s3cret").start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def live(sim):
+    jira = JiraConnector("jira", url=sim.base_url, username="syncd", token="syncd-api-token",
+                         project="OPS", clock=ManualClock(), webhook_secret="s3cret",
+                         policy=RetryPolicy(max_attempts=3, max_total_seconds=30))
+    yield jira
+    jira.close()
+
+
+def requests_sent_by(connector_name: str) -> float:
+    """Requests the connector made, from syncd_remote_requests_total (counted client-side)."""
+    return sum(sample.value for metric in REMOTE_REQUESTS.collect() for sample in metric.samples
+               if sample.name.endswith("_total") and sample.labels["connector"] == connector_name)
+
+
+def requests_made(sim: JiraSimulator, live: JiraConnector, action) -> list[str]:
+    """What one connector call sent, as "METHOD path" lines from the simulator's request log, in
+    arrival order.
+
+    The simulator logs a request just after answering it, so the log is read once it holds as
+    many of the requests that arrived since the call began as the connector counted."""
+    began = time.time()
+    before = requests_sent_by(live.name)
+    action()
+    sent = requests_sent_by(live.name) - before
+
+    def arrived() -> list:
+        return sorted((r for r in sim.request_log() if r.at >= began), key=lambda r: r.at)
+
+    give_up = time.monotonic() + 5
+    while len(arrived()) < sent and time.monotonic() < give_up:
+        threading.Event().wait(0.005)
+    return [f"{r.method} {r.path}" for r in arrived()]
+
+
+def test_live_create_carries_the_correlation_and_is_found_by_it(sim, live, deployment):
+    live.check_auth()
+    created = live.create({"summary": "Checkout is down", "priority": "High",
+                           "Customer Impact": "All EU customers"}, correlation_id="inc-42")
+    stored = sim.get_issue(created.key)["fields"]
+    assert "syncd-inc-42" in stored["labels"] and stored["customfield_10010"] == "All EU customers"
+    assert created.correlation_id == "inc-42" and created.fields["labels"] == []
+    assert created.fields["priority"] == "High" and created.fields["status"] == "To Do"
+    assert created.url == f"{sim.base_url}/browse/{created.key}"
+    found = live.find_by_correlation("inc-42")
+    assert found is not None and found.remote_id == created.remote_id
+    assert live.find_by_correlation("inc-43") is None
+
+
+def test_live_poll_sees_a_human_edit_exactly_once(sim, live):
+    issue = sim.human_create({"summary": "Disk full on db-3", "priority": {"name": "Medium"}})
+    first, cursor = live.fetch_changes(SyncCursor())
+    assert [(r.key, r.fields["summary"]) for r in first] == [(issue["key"], "Disk full on db-3")]
+    again, cursor = live.fetch_changes(cursor)
+    assert again == []
+
+    sim.clock.advance(30)
+    sim.human_update(issue["key"], {"summary": "Disk full on db-3 and db-4"})
+    changed, cursor = live.fetch_changes(cursor)
+    assert [(r.key, r.fields["summary"]) for r in changed] == [
+        (issue["key"], "Disk full on db-3 and db-4")]
+    assert live.fetch_changes(cursor)[0] == []
+
+
+def test_live_update_of_summary_and_priority_costs_one_write_and_one_read(sim, live):
+    created = live.create({"summary": "Checkout is down"}, correlation_id="inc-1")
+    sent = requests_made(sim, live, lambda: live.update(
+        created.remote_id, {"summary": "Checkout degraded", "priority": "Highest"}))
+    assert sent == [f"PUT /rest/api/2/issue/{created.remote_id}",
+                    f"GET /rest/api/2/issue/{created.remote_id}"]
+    stored = sim.get_issue(created.key)["fields"]
+    assert stored["summary"] == "Checkout degraded" and stored["priority"]["name"] == "Highest"
+
+
+def test_live_request_costs_of_create_and_transition(sim, live):
+    live.check_auth()
+    live.fetch_changes(SyncCursor())          # server info and the field list, read once
+    sent = requests_made(sim, live, lambda: live.create({"summary": "A"}, correlation_id="inc-1"))
+    assert [line.split(" ")[0] for line in sent] == ["POST", "GET"]
+    other = live.create({"summary": "B"}, correlation_id="inc-2")
+    first = requests_made(sim, live, lambda: live.update(other.remote_id, {"status": "In Progress"}))
+    assert [line.rsplit("/", 1)[-1] for line in first] == [
+        other.remote_id, "transitions", "transitions", other.remote_id]
+    third = live.create({"summary": "C"}, correlation_id="inc-3")
+    cached = requests_made(sim, live, lambda: live.update(third.remote_id, {"status": "In Progress"}))
+    assert [line.split(" ")[0] for line in cached] == ["GET", "POST", "GET"]
+
+
+def test_live_transition_to_done_sets_the_resolution(sim, live):
+    created = live.create({"summary": "Checkout is down"}, correlation_id="inc-9")
+    done = live.update(created.remote_id, {"status": "Done", "resolution": "Duplicate"})
+    assert (done.fields["status"], done.fields["resolution"]) == ("Done", "Duplicate")
+    assert sim.get_issue(created.key)["fields"]["resolution"]["name"] == "Duplicate"
+    with pytest.raises(PermanentRemoteError, match=r"no transition from status 'Done' to "
+                                                   r"'Cancelled'; reachable from there: "
+                                                   r"In Progress, To Do"):
+        live.update(created.remote_id, {"status": "Cancelled"})
+
+
+def test_live_create_straight_into_a_later_status(sim, live):
+    created = live.create({"summary": "Already being handled", "status": "In Progress"},
+                          correlation_id="inc-5")
+    assert created.fields["status"] == "In Progress"
+    assert sim.get_issue(created.key)["fields"]["status"]["name"] == "In Progress"
+
+
+def test_live_comments_round_trip_with_restriction(sim, live):
+    created = live.create({"summary": "Checkout is down"}, correlation_id="inc-3")
+    live.add_comment(created.remote_id, "Rolled back release 42")
+    live.add_comment(created.remote_id, "Root cause: bad config", channel="comment:Developers")
+    sim.clock.advance(5)
+    sim.human_comment(created.key, "Customers confirm recovery")
+    comments = live.list_comments(created.remote_id)
+    assert [(c.body, c.channel, c.restricted) for c in comments] == [
+        ("Rolled back release 42", "comment", False),
+        ("Root cause: bad config", "comment:Developers", True),
+        ("Customers confirm recovery", "comment", False)]
+    assert comments[0].author != comments[2].author
+
+
+def test_live_webhook_signature_is_accepted_and_a_forged_one_refused(sim, live, receiver):
+    issue = sim.human_create({"summary": "Queue backlog"})
+    headers, body = receiver.next()
+    assert live.parse_webhook(headers, body) == [issue["id"]]
+    impostor = JiraConnector("jira", url=sim.base_url, username="syncd", token="syncd-api-token",
+                             project="OPS", webhook_secret="another-secret")
+    with pytest.raises(WebhookRejected) as raised:
+        impostor.parse_webhook(headers, body)
+    assert raised.value.status == 401
+    with pytest.raises(WebhookRejected):
+        live.parse_webhook(headers, body.replace(b"Queue backlog", b"Queue drained"))
