@@ -21,10 +21,11 @@ Conventions a Jira admin needs to know:
   display name, as listed by ``/rest/api/2/field``. ``status`` is written through a workflow
   transition; ``resolution`` travels with that transition when both are written together.
 
-Request costs (label correlation, transitions cached): update of plain fields = PUT + re-read (2);
-status change = read + transition + re-read (3, plus one ``GET transitions`` per new
-(project, issue type, from-status)); create = POST + re-read (2), + a transition when ``status``
-differs from the initial one.
+HTTP requests per call, as measured against the simulator (label correlation; the server info and
+field list are read once per process): create = POST + re-read (2); update of plain fields = PUT +
+re-read (2), one more GET when it writes ``labels``; status change = read + POST transition +
+re-read (3), plus one ``GET transitions`` the first time a (project, issue type, from-status) is
+met; create into a later status = 2 + transition + re-read (4, or 5 uncached).
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ class _Transition:
     id: str
     name: str
     to: str
+
+
+def _leading_to(transitions: Iterable[_Transition], status: str) -> _Transition | None:
+    return next((t for t in transitions if t.to.casefold() == status.casefold()), None)
 
 
 class JiraConnector(Connector):
@@ -590,12 +595,12 @@ class JiraConnector(Connector):
                 return
             state = (str(fields.get("project")), str(fields.get("issuetype")), str(current))
             transitions, cached = self._transitions_from(remote_id, state)
-            chosen = next((t for t in transitions if t.to.casefold() == target.casefold()), None)
+            chosen = _leading_to(transitions, target)
             if chosen is None and cached:          # the workflow may have changed: look again
                 with self._cache_lock:
                     self._transitions.pop(state, None)
-                transitions, cached = self._transitions_from(remote_id, state)
-                chosen = next((t for t in transitions if t.to.casefold() == target.casefold()), None)
+                transitions, _ = self._transitions_from(remote_id, state)
+                chosen = _leading_to(transitions, target)
             if chosen is None:
                 reachable = ", ".join(sorted({t.to for t in transitions})) or "none"
                 raise PermanentRemoteError(

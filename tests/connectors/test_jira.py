@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 import responses
 
 from syncd.clock import ManualClock
@@ -248,6 +249,45 @@ def test_create_on_cloud_sends_project_type_correlation_label_and_account_id(api
                     "assignee": {"accountId": "5b10ac8d82e05b22cc7d4ef5"},
                     "customfield_10050": {"value": "Many"}, "labels": ["syncd-inc-7"]}
     assert record.key == "OPS-7" and record.correlation_id == "inc-7"
+
+
+def test_a_create_whose_answer_was_lost_is_found_by_its_label_instead_of_duplicated(api):
+    api.get(f"{API}/serverInfo", json=CLOUD_INFO)
+    post = api.post(f"{API}/issue", body=requests.ConnectionError("connection reset by peer"))
+    lookup = api.get(f"{API}/search/jql", json={"issues": [issue_json(
+        "10007", "OPS-7", "2026-01-01T10:00:00.000+0000", labels=["syncd-inc-7"])], "isLast": True})
+    api.get(f"{API}/issue/10007", json=issue_json("10007", "OPS-7", "2026-01-01T10:00:00.000+0000",
+                                                  labels=["syncd-inc-7"]))
+    record = connector().create({"summary": "Checkout is down"}, correlation_id="inc-7")
+    assert record.remote_id == "10007"
+    assert post.call_count == 1
+    assert query(lookup.calls[0])["jql"] == [
+        'project = "OPS" AND labels = "syncd-inc-7" ORDER BY created ASC']
+
+
+def test_property_correlation_is_set_after_create_and_searched_by_property(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    api.post(f"{API}/issue", status=201,
+             json={"id": "10008", "key": "OPS-8", "self": f"{API}/issue/10008"})
+    prop = api.put(f"{API}/issue/10008/properties/syncd", status=201)
+    with_property = {**issue_json("10008", "OPS-8", "2026-01-01T10:00:00.000+0000", labels=[]),
+                     "properties": {"syncd": {"correlationId": "inc-8"}}}
+    read = api.get(f"{API}/issue/10008", json=with_property)
+    search = api.get(f"{API}/search", json={"startAt": 0, "maxResults": 100, "total": 1,
+                                            "issues": [with_property]})
+    jira = connector(correlation="property")
+    assert jira.create({"summary": "Checkout is down"}, correlation_id="inc-8").correlation_id == "inc-8"
+    assert json.loads(prop.calls[0].request.body) == {"correlationId": "inc-8"}
+    assert query(read.calls[0])["properties"] == ["syncd"]
+    assert jira.find_by_correlation("inc-8").key == "OPS-8"
+    assert query(search.calls[0])["jql"] == [
+        'project = "OPS" AND issue.property[syncd].correlationId = "inc-8" ORDER BY created ASC']
+
+
+def test_a_user_outside_utc_is_warned_about(api, caplog):
+    api.get(f"{API}/myself", json={"accountId": "abc", "timeZone": "Europe/Berlin"})
+    connector().check_auth()
+    assert "time zone is Europe/Berlin, not UTC" in caplog.text
 
 
 def test_assignee_by_email_on_server_is_looked_up_once_and_sent_by_name(api):
