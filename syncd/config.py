@@ -264,7 +264,7 @@ class ServiceNowSettings(_ConnectorSettings):
     username: Text
     password: Secret
     table: Annotated[str, AfterValidator(_table_name)] = "incident"
-    filter: str = ""
+    filter: str | None = None
     mapping: ExistingFile = default_mapping_path("servicenow")
     page_size: int = Field(default=500, ge=1, le=10000)
 
@@ -334,10 +334,10 @@ class Config(_Section):
     logging: LoggingSettings = LoggingSettings()
     _warnings: list[str] = PrivateAttr(default_factory=list)
 
-    @field_validator("store", mode="before")
+    @field_validator("store", "http", "sync", "logging", mode="before")
     @classmethod
-    def _store_section(cls, value: Any) -> Any:
-        """`store:` with nothing under it means all defaults (the default URL needs the context)."""
+    def _empty_section(cls, value: Any) -> Any:
+        """A section written with nothing under it (``sync:``) takes all its defaults."""
         return {} if value is None else value
 
     @field_validator("connectors")
@@ -623,9 +623,13 @@ def load_config(path: str | os.PathLike, *, environ: Mapping[str, str] | None = 
                 message += " (from " + ", ".join(f"${{{name}}}" for name in variables) + ")"
             reader.problem(loc, message)
     if reader.problems or config is None:
-        raise ConfigError(sorted(reader.problems, key=lambda p: (p.line or 0, p.path))) from None
-    config._warnings = [str(w) for w in _warnings(config, reader)]
+        raise ConfigError(sorted(reader.problems, key=_by_line)) from None
+    config._warnings = [str(w) for w in sorted(_warnings(config, reader), key=_by_line)]
     return config
+
+
+def _by_line(problem: ConfigProblem) -> tuple[int, str]:
+    return problem.line or 0, problem.path
 
 
 def _warnings(config: Config, reader: _Reader) -> list[ConfigProblem]:
