@@ -1067,10 +1067,12 @@ class JiraSimulator(Simulator):
                            signature_header="X-Hub-Signature")
 
     # -- search ------------------------------------------------------------------------------
-    def search(self, jql: str, actor: dict[str, str]) -> list[dict[str, Any]]:
-        """Issues matching a JQL query, in its order; raises JQLError for bad queries."""
-        query = parse_jql(jql)
-        return self._run_query(query, actor)
+    def search(self, jql: str, *, user: str | None = None) -> list[str]:
+        """Keys of the issues matching a JQL query, in its order, searching as ``user`` (default:
+        the first configured user); raises JQLError for a bad query."""
+        with self.lock:
+            return [i["key"] for i in self._run_query(parse_jql(jql),
+                                                      self._find_user(user or self.users[0]["name"]))]
 
     def _run_query(self, query: JQLQuery, actor: dict[str, str]) -> list[dict[str, Any]]:
         if query.where is not None:
@@ -1566,14 +1568,12 @@ class JiraSimulator(Simulator):
                     "expand": self._list_arg(request, "expand", body) or [],
                     "properties": self._list_arg(request, "properties", body) or [],
                     "startAt": body.get("startAt"), "maxResults": body.get("maxResults"),
-                    "nextPageToken": body.get("nextPageToken"),
-                    "validateQuery": body.get("validateQuery")}
+                    "nextPageToken": body.get("nextPageToken")}
         return {"jql": request.arg("jql", ""), "fields": self._list_arg(request, "fields"),
                 "expand": self._list_arg(request, "expand") or [],
                 "properties": self._list_arg(request, "properties") or [],
                 "startAt": request.arg("startAt"), "maxResults": request.arg("maxResults"),
-                "nextPageToken": request.arg("nextPageToken"),
-                "validateQuery": request.arg("validateQuery")}
+                "nextPageToken": request.arg("nextPageToken")}
 
     def _search_offset(self, request: Request, version: str) -> Response:
         """The old ``/search``: kept on Server/Data Center, removed (410) on Cloud."""

@@ -70,6 +70,12 @@ def new_issue(jira, summary="Checkout is down", **fields):
                                      "summary": summary, **fields})
 
 
+def settle_request_log(jira):
+    """The simulator logs a request after answering it; one more call on the same keep-alive
+    connection guarantees every earlier request is in the log."""
+    jira.server_info()
+
+
 def last_history(sim, key):
     return sim.get_issue(key)["changelog"]["histories"][-1]
 
@@ -78,10 +84,11 @@ def last_history(sim, key):
 
 def test_connecting_asks_server_info_once_and_learns_the_deployment(sim):
     jira = client(sim)
-    assert [r.path for r in sim.request_log()] == ["/rest/api/2/serverInfo"]
     assert jira.deploymentType == sim.deployment
     assert jira._is_cloud is (sim.deployment == "Cloud")
     assert jira.myself()["displayName"] == "syncd integration"
+    settle_request_log(jira)
+    assert [r.path for r in sim.request_log()][:2] == ["/rest/api/2/serverInfo", "/rest/api/2/myself"]
 
 
 def test_bearer_token_authenticates_as_its_user(sim):
@@ -113,6 +120,7 @@ def test_fields_list_system_and_custom_fields_and_the_client_caches_them(sim):
     searching = client(sim)
     searching.search_issues("project = OPS")
     searching.search_issues("project = OPS")
+    settle_request_log(searching)
     assert sim.count_requests("GET", r"/field$") == 2      # fields() above, then one cache fill
 
 
@@ -158,6 +166,7 @@ def test_create_issue_through_the_client_with_names_and_custom_fields(sim, clock
                               description="500s since 10:00", priority={"name": "High"},
                               labels=["sev1"], customfield_10010="All EU shoppers",
                               customfield_10011="INC-42")
+    settle_request_log(jira)
     assert sim.count_requests("GET", r"/project/(OPS|10000)$") == 2   # by key, then its issue types
     assert issue.key == "OPS-1" and issue.fields.status.name == "To Do"
     assert issue.fields.status.statusCategory.key == "new"
@@ -203,6 +212,7 @@ def test_update_puts_to_the_self_url_and_records_a_changelog(sim, clock):
     clock.advance(60)
     issue.update(fields={"summary": "Checkout is down in EU", "priority": {"name": "Highest"},
                          "customfield_10010": "EU shoppers"})
+    settle_request_log(jira)
     puts = [r for r in sim.request_log() if r.method == "PUT"]
     assert [(r.path, r.status) for r in puts] == [("/rest/api/2/issue/10000", 204)]
     assert issue.fields.summary == "Checkout is down in EU"
@@ -372,6 +382,8 @@ def test_comments_keep_visibility_and_author_and_move_updated(sim, clock):
     assert listed["comments"][0]["self"].endswith(f"/issue/10000/comment/{comment.id}")
     assert jira.issue(issue.key).fields.updated == "2026-01-01T10:00:30.000+0000"
     assert sim.get_issue(issue.key)["changelog"]["total"] == 0
+    comment.update(body="Rolled back the deploy to v41")     # PUT to the comment's self URL
+    assert [c.body for c in jira.comments(issue.key)] == ["Rolled back the deploy to v41"]
     answer = http(sim).post(sim.base_url + f"/rest/api/2/issue/{issue.key}/comment",
                             json={"body": "x", "visibility": {"type": "role", "value": "Ghosts"}})
     assert answer.status_code == 400
@@ -397,10 +409,11 @@ def test_server_search_pages_with_start_at_and_total(server):
         new_issue(jira, summary=f"issue {n}")
     first = jira.search_issues("project = OPS ORDER BY key ASC", maxResults=2)
     assert [i.key for i in first] == ["OPS-1", "OPS-2"] and first.total == 5
-    jira.myself()      # same connection: the search above is in the request log once this returns
+    settle_request_log(jira)
     server.clear_request_log()
     everything = jira.search_issues("project = OPS ORDER BY key ASC", maxResults=False)
     assert [i.key for i in everything] == [f"OPS-{n}" for n in range(1, 6)]
+    settle_request_log(jira)
     assert server.count_requests("GET", r"/rest/api/2/search$") == 3
     raw = http(server).get(server.base_url + "/rest/api/2/search",
                            params={"jql": "project = OPS", "fields": "summary", "startAt": 4}).json()
@@ -416,6 +429,7 @@ def test_cloud_search_follows_next_page_token(cloud):
     everything = jira.search_issues("project = OPS ORDER BY key ASC", maxResults=False)
     assert [i.key for i in everything] == [f"OPS-{n}" for n in range(1, 6)]
     assert everything[0].fields.summary == "issue 0"
+    settle_request_log(jira)
     assert cloud.count_requests("GET", r"/rest/api/2/search/jql$") == 1
     page = jira.enhanced_search_issues("project = OPS ORDER BY key ASC", maxResults=2)
     keys = [i.key for i in page]
@@ -434,6 +448,17 @@ def test_cloud_search_follows_next_page_token(cloud):
     forged = http(cloud).get(cloud.base_url + "/rest/api/3/search/jql", params={
         "jql": "project = OTHER", "nextPageToken": raw["nextPageToken"]})
     assert forged.status_code == 400
+
+
+def test_search_by_post_in_either_flavour(sim):
+    jira = client(sim)
+    for n in range(3):
+        new_issue(jira, summary=f"issue {n}", labels=["x"] if n else [])
+    found = jira.search_issues("labels = x ORDER BY key DESC", fields=["summary"], use_post=True)
+    assert [(i.key, i.fields.summary) for i in found] == [("OPS-3", "issue 2"), ("OPS-2", "issue 1")]
+    settle_request_log(jira)
+    path = "/rest/api/2/search/jql$" if sim.deployment == "Cloud" else "/rest/api/2/search$"
+    assert sim.count_requests("POST", path) == 1
 
 
 @pytest.mark.parametrize("path", ["/rest/api/2/search", "/rest/api/3/search"])
@@ -456,9 +481,12 @@ def test_cloud_refuses_an_unbounded_query_server_does_not(cloud, server):
                             params={"jql": "project = OPS"}).status_code == 404
 
 
-@pytest.fixture
-def story(server, clock):
-    """Five issues, one a minute from 10:00:30, with labels, statuses and types to filter on."""
+@pytest.fixture(scope="module")
+def story():
+    """Five issues, one a minute from 10:00:30, with labels, statuses and types to filter on.
+    Shared by the read-only JQL cases."""
+    clock = ManualClock(START)
+    server = start_sim("Server", clock)
     jira = client(server)
     specs = [("Task", ["a"], None), ("Incident", ["b"], "In Progress"), ("Incident", [], "Done"),
              ("Bug", ["a", "b"], None), ("Incident", ["c"], "In Progress")]
@@ -469,7 +497,8 @@ def story(server, clock):
             server.human_transition(f"OPS-{n}", status)
         clock.advance(60)
     server.human_update("OPS-1", {"summary": "issue 1 again"})     # OPS-1 now updated 10:05:30
-    return server
+    yield server
+    server.stop()
 
 
 def search_keys(sim, jql):
@@ -527,8 +556,8 @@ def test_jql_subset(story, jql, keys):
     ("key = OPS-99", "An issue with key 'OPS-99' does not exist for field 'key'."),
     ("assignee = whoami()", "Unable to find JQL function 'whoami()'."),
 ])
-def test_bad_jql_is_400_naming_the_problem(server, jql, message):
-    answer = http(server).get(server.base_url + "/rest/api/2/search", params={"jql": jql})
+def test_bad_jql_is_400_naming_the_problem(story, jql, message):
+    answer = http(story).get(story.base_url + "/rest/api/2/search", params={"jql": jql})
     assert answer.status_code == 400
     assert answer.json() == {"errorMessages": [message], "errors": {}}
 
@@ -537,8 +566,8 @@ def test_relative_dates_count_from_the_simulated_clock(server, clock):
     jira = client(server)
     new_issue(jira)
     clock.advance(3 * 3600)
-    assert search_keys(server, "updated >= -2h") == []
-    assert search_keys(server, "updated >= -4h") == ["OPS-1"]
+    assert server.search("updated >= -2h") == []
+    assert server.search("updated >= -4h") == ["OPS-1"]
 
 
 # -- faults ------------------------------------------------------------------------------------
