@@ -502,7 +502,13 @@ class JiraSimulator(Simulator):
                     "next_number": dict(self.next_number), "next_comment_id": self.next_comment_id,
                     "next_history_id": self.next_history_id}
 
+    STATE_KEYS = ("issues", "next_issue_id", "next_number", "next_comment_id", "next_history_id")
+
     def state_from_json(self, data: Any) -> None:
+        missing = [k for k in self.STATE_KEYS if not isinstance(data, Mapping) or k not in data]
+        if missing:
+            raise ValueError(f"Jira simulator state {self.state_file or '(given data)'} lacks "
+                             f"{', '.join(missing)}; delete the file to start empty")
         with self.lock:
             self.reset_state()
             self.issues = copy.deepcopy(data["issues"])

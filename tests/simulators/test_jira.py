@@ -723,9 +723,12 @@ def test_state_survives_a_restart_through_the_state_file(tmp_path, clock):
         assert jira.issue("OPS-1").fields.summary == "Checkout is down"
         assert [c.body for c in jira.comments("OPS-1")] == ["kept"]
         assert new_issue(jira).key == "OPS-2"
-        assert again.state_to_json()["issues"]["10000"]["properties"] == {"syncd": {"correlationId": "c-1"}}
+        properties = again.state_to_json()["issues"]["10000"]["properties"]
+        assert properties == {"syncd": {"correlationId": "c-1"}}
     finally:
         again.stop()
+    with pytest.raises(ValueError, match="lacks next_issue_id"):
+        JiraSimulator().state_from_json({"issues": {}})
 
 
 def test_constructor_refuses_bad_options():
