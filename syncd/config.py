@@ -34,9 +34,9 @@ from syncd.mapping.loader import default_mapping_path
 DEFAULT_STORE_URL = "sqlite:///syncd.db"
 SECRET_KEYS = frozenset({"password", "token", "webhook_secret", "api_tokens"})
 REDACTED = "***"
-CONNECTOR_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+CONNECTOR_NAME = r"^[a-z0-9_-]{1,64}$"   # used in URLs and metric labels
 
-Path_ = tuple[Union[str, int], ...]   # a key path: ("connectors", "jira", "poll_interval")
+KeyPath = tuple[Union[str, int], ...]   # a key path: ("connectors", "jira", "poll_interval")
 
 
 # -- problems ------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(problem) for problem in problems))
 
 
-def format_path(path: Path_) -> str:
+def format_path(path: KeyPath) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -189,7 +189,7 @@ Text = Annotated[str, StringConstraints(min_length=1)]
 WebUrl = Annotated[Text, AfterValidator(_web_url)]
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 ExistingFile = Annotated[Path, BeforeValidator(_existing_file)]
-ConnectorName = Annotated[str, StringConstraints(pattern=CONNECTOR_NAME.pattern)]
+ConnectorName = Annotated[str, StringConstraints(pattern=CONNECTOR_NAME)]
 
 
 # -- the model -----------------------------------------------------------------------------------
@@ -235,10 +235,6 @@ class StoreSettings(_Section):
             return value
         url = info.data.get("url")
         return url is not None and make_url(url.get_secret_value()).get_backend_name() == "sqlite"
-
-    @property
-    def backend(self) -> str:
-        return make_url(self.url.get_secret_value()).get_backend_name()
 
 
 class HttpSettings(_Section):
@@ -375,7 +371,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _section_keys(parent: Path_, data: Any) -> list[str]:
+def _section_keys(parent: KeyPath, data: Any) -> list[str]:
     """The keys allowed where an unknown key was found (for "did you mean")."""
     sections: dict[str, type[BaseModel]] = {
         "store": StoreSettings, "http": HttpSettings, "sync": SyncSettings, "logging": LoggingSettings}
@@ -413,7 +409,7 @@ def interpolate(text: str, environ: Mapping[str, str]) -> tuple[str, list[str], 
             return ""
         parsed = _REFERENCE_BODY.fullmatch(body)
         if not parsed:
-            problems.append(f"bad reference ${{{body}}}: expected ${{NAME}} or ${{NAME:-default}}")
+            problems.append("bad ${...} reference: expected ${NAME} or ${NAME:-default}")
             return ""
         name, default = parsed.group(1), parsed.group(2)
         used.append(name)
@@ -438,22 +434,22 @@ class _Reader:
         self.source = source
         self.environ = environ
         self.problems: list[ConfigProblem] = []
-        self.lines: dict[Path_, int] = {(): 1}
-        self.variables: dict[Path_, list[str]] = {}
-        self.unresolved: set[Path_] = set()    # values whose ${...} failed: reported already
+        self.lines: dict[KeyPath, int] = {(): 1}
+        self.variables: dict[KeyPath, list[str]] = {}
+        self.unresolved: set[KeyPath] = set()    # values whose ${...} failed: reported already
         self._constructor = yaml.SafeLoader("")
         self._open: set[int] = set()
 
-    def problem(self, path: Path_, message: str, line: int | None = None) -> None:
+    def problem(self, path: KeyPath, message: str, line: int | None = None) -> None:
         self.problems.append(ConfigProblem(self.source, line or self.line(path),
                                            format_path(path), message))
 
-    def line(self, path: Path_) -> int | None:
+    def line(self, path: KeyPath) -> int | None:
         while path not in self.lines:
             path = path[:-1]
         return self.lines[path]
 
-    def read(self, node: yaml.Node, path: Path_) -> Any:
+    def read(self, node: yaml.Node, path: KeyPath) -> Any:
         if id(node) in self._open:
             self.problem(path, "an alias refers to a mapping that contains it")
             return None
@@ -471,7 +467,7 @@ class _Reader:
         finally:
             self._open.discard(id(node))
 
-    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
         seen: dict[str, int] = {}
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
@@ -491,7 +487,7 @@ class _Reader:
             result[key_node.value] = self.read(value_node, key_path)
         return result
 
-    def _scalar(self, node: yaml.Node, path: Path_) -> Any:
+    def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
         value = self._constructor.construct_object(node, deep=True)
         if not isinstance(value, str):
             return value
@@ -514,7 +510,7 @@ def _shown(value: Any) -> str:
     return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
 
 
-def is_secret_path(path: Path_) -> bool:
+def is_secret_path(path: KeyPath) -> bool:
     return any(part in SECRET_KEYS for part in path) or path[:2] == ("store", "url")
 
 
@@ -534,9 +530,9 @@ _BOUNDS = {"greater_than": "greater than", "greater_than_equal": "at least",
            "less_than": "less than", "less_than_equal": "at most"}
 
 
-def _problem_of(error: dict, data: Any) -> tuple[Path_, str]:
+def _problem_of(error: dict, data: Any) -> tuple[KeyPath, str]:
     """Key path and message for one pydantic error, without echoing a secret."""
-    loc: Path_ = tuple(error["loc"])
+    loc: KeyPath = tuple(error["loc"])
     if loc[:1] == ("connectors",) and len(loc) > 2 and loc[2] in CONNECTOR_TYPES:
         loc = loc[:2] + loc[3:]   # pydantic puts the discriminator's tag in the path
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
@@ -636,10 +632,10 @@ def _warnings(config: Config, reader: _Reader) -> list[ConfigProblem]:
     """What is valid but probably not meant."""
     found: list[ConfigProblem] = []
 
-    def warn(path: Path_, message: str) -> None:
+    def warn(path: KeyPath, message: str) -> None:
         found.append(ConfigProblem(reader.source, reader.line(path), format_path(path), message))
 
-    secrets: list[Path_] = [("http", "api_tokens", index) for index in range(len(config.http.api_tokens))]
+    secrets: list[KeyPath] = [("http", "api_tokens", index) for index in range(len(config.http.api_tokens))]
     for name, connector in config.connectors.items():
         secrets += [("connectors", name, key) for key in sorted(SECRET_KEYS)
                     if getattr(connector, key, None) is not None]

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from syncd.config import (
     Config, ConfigError, format_duration, interpolate, load_config, parse_duration,
@@ -235,8 +236,8 @@ def test_interpolation(text, environ, expected):
 
 @pytest.mark.parametrize("text, problem", [
     ("${A", "unterminated ${: write ${NAME}, or $${ for a literal ${"),
-    ("${1A}", "bad reference ${1A}: expected ${NAME} or ${NAME:-default}"),
-    ("${A-x}", "bad reference ${A-x}: expected ${NAME} or ${NAME:-default}"),
+    ("${1A}", "bad ${...} reference: expected ${NAME} or ${NAME:-default}"),
+    ("${A-x}", "bad ${...} reference: expected ${NAME} or ${NAME:-default}"),
     ("${MISSING}", "environment variable MISSING is not set"),
 ])
 def test_bad_interpolation_is_refused(text, problem):
@@ -410,6 +411,12 @@ def test_negative_and_zero_intervals_are_refused(config_dir):
 @pytest.mark.parametrize("value", ["1h30m", "250ms", "0s", "2d3h", "10m"])
 def test_durations_print_as_they_are_written(value):
     assert format_duration(parse_duration(value)) == value
+
+
+@given(st.integers(min_value=0, max_value=10**11))
+def test_a_printed_duration_reads_back_as_itself(milliseconds):
+    duration = timedelta(milliseconds=milliseconds)
+    assert parse_duration(format_duration(duration)) == duration
 
 
 # -- paths relative to the config file ---------------------------------------------------------
