@@ -70,6 +70,10 @@ def then_order(encoded_query: str, order: str) -> str:
     return f"{encoded_query}^{order}" if encoded_query else order
 
 
+# How many of our newest journal entries on a record are searched for the one just written.
+JOURNAL_LOOKBACK = 50
+
+
 class ServiceNowConnector(Connector):
     """One ServiceNow instance and table, synced by polling and hinted at by a business-rule webhook.
 
@@ -394,12 +398,10 @@ class ServiceNowConnector(Connector):
         attempts = 0
 
         def our_newest_entry_with_body() -> dict[str, Any] | None:
-            """Our latest entry on the channel (several within its second), if it says ``body``."""
-            entries = self._query(JOURNAL_TABLE, query, limit=5, fields=JOURNAL_FIELDS)
-            if not entries:
-                return None
-            newest = [e for e in entries if e.get("sys_created_on") == entries[0].get("sys_created_on")]
-            return next((e for e in newest if _same_text(e.get("value") or "", body)
+            """Our most recent entry on the channel that says ``body``. Several entries can share
+            one second (sys_created_on has no finer grain), so look well past the newest one."""
+            entries = self._query(JOURNAL_TABLE, query, limit=JOURNAL_LOOKBACK, fields=JOURNAL_FIELDS)
+            return next((e for e in entries if _same_text(e.get("value") or "", body)
                          and e.get("sys_created_by") == self.username), None)
 
         def append() -> dict[str, Any]:

@@ -360,7 +360,7 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True      # headers and body go out without a delayed-ACK stall
         server_version = "syncd-simulator"
-        sys_version = ""
+        sys_version = "Python"
 
         def log_message(self, format: str, *args: Any) -> None:   # quiet: the request log is ours
             pass
@@ -402,10 +402,12 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                 except Exception as exc:   # a simulator bug must show, not hang the client
                     log.exception("simulator handler failed")
                     response = sim.error_response(HTTPError(500, "Internal error", str(exc)))
-            self._send(response)
+            # Logged before the answer goes out, so a client that has its answer always finds
+            # its request in the log.
             if not admin:
                 sim._record(LoggedRequest(self.command, path, response.status, arrived,
                                           time.monotonic() - started))
+            self._send(response)
 
         def _send(self, response: Response) -> None:
             if response.body is None:
