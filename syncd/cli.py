@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import sys
+from datetime import timedelta
+from pathlib import Path
 from typing import Callable, Sequence
 
 from syncd import __version__, logs
@@ -28,13 +30,20 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
                         help="configuration file (default: $SYNCD_CONFIG, else ./syncd.yaml)")
 
 
+_log_flags: dict[str, str | None] = {"format": None, "level": None}
+
+
 def load_config_or_fail(path: str | None):
-    """The validated configuration, or UsageError with every problem the file has."""
+    """The validated configuration, or UsageError with every problem the file has. The file's
+    `logging` section applies where the command line did not say otherwise."""
     from syncd.config import ConfigError, load_config
     try:
-        return load_config(path or default_config_path())
+        config = load_config(path or default_config_path())
     except ConfigError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(str(error).replace("\n", "\n  ")) from None
+    logs.configure(_log_flags["format"] or config.logging.format,
+                   _log_flags["level"] or config.logging.level)
+    return config
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -77,6 +86,158 @@ def cmd_mappings_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _open_store(config):
+    """Engine and session factory for commands that only touch the store."""
+    from syncd.daemon import secret
+    from syncd.store import db
+    engine = db.open_engine(secret(config.store.url))
+    try:
+        db.ensure_schema(engine, auto_upgrade=False)
+    except db.SchemaOutOfDate as error:
+        raise UsageError(str(error)) from None
+    return engine, db.session_factory(engine)
+
+
+def _check_connector(config, name: str | None) -> None:
+    if name is not None and name not in config.connectors:
+        raise UsageError(f"no connector named {name!r} in the configuration "
+                         f"(configured: {', '.join(config.connectors)})")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from syncd.daemon import Daemon, StartupError
+    config = load_config_or_fail(args.config)
+    try:
+        Daemon(config).run_until_signalled()
+    except StartupError as error:
+        raise UsageError(str(error)) from None
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from syncd.demo import DemoFailed, run_demo
+    try:
+        return run_demo(args.dir.resolve(), once=args.once)
+    except DemoFailed as error:
+        print(f"syncd demo: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> int:
+    from syncd.api.app import dead_letter_json
+    from syncd.store import service
+    from syncd.store.db import transaction
+    config = load_config_or_fail(args.config)
+    _check_connector(config, args.connector)
+    engine, sessions = _open_store(config)
+    with transaction(sessions) as session:
+        items = service.dead_letters(session=session, connector=args.connector)
+        rows = [dead_letter_json(item) for item in items]
+    engine.dispose()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no dead letters")
+    else:
+        for row in rows:
+            print(f"{row['id']:>6}  {row['connector']:<12} {row['operation']:<8} "
+                  f"incident {row['incident_id'] or '-':<6} attempts {row['attempts']:<3} "
+                  f"{row['last_error']}")
+    return EXIT_OK
+
+
+def cmd_dead_letters_retry(args: argparse.Namespace) -> int:
+    from syncd.clock import SystemClock
+    from syncd.store import service
+    from syncd.store.db import transaction
+    if not args.all and args.id is None:
+        raise UsageError("dead-letters retry: give a dead letter's ID or --all")
+    config = load_config_or_fail(args.config)
+    engine, sessions = _open_store(config)
+    now = SystemClock().now()
+    with transaction(sessions) as session:
+        ids = ([item.id for item in service.dead_letters(session=session)] if args.all
+               else [args.id])
+        for item_id in ids:
+            try:
+                service.retry_dead_letter(session=session, item_id=item_id, now=now)
+            except service.NotFound as error:
+                raise UsageError(str(error)) from None
+    engine.dispose()
+    print(f"{len(ids)} dead letter(s) queued for another attempt")
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from syncd.clock import SystemClock
+    from syncd.store import service
+    from syncd.store.db import transaction
+    config = load_config_or_fail(args.config)
+    _check_connector(config, args.connector)
+    engine, sessions = _open_store(config)
+    with transaction(sessions) as session:
+        service.set_paused(session=session, connector=args.connector, reason=None,
+                           now=SystemClock().now())
+    engine.dispose()
+    print(f"{args.connector}: inbound sync resumed; the change that paused it will be applied")
+    return EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from syncd.daemon import Daemon, StartupError
+    config = load_config_or_fail(args.config)
+    _check_connector(config, args.connector)
+    daemon = Daemon(config)
+    try:
+        daemon.open()
+        assert daemon.engine is not None
+        for name in [args.connector] if args.connector else list(config.connectors):
+            counts = daemon.engine.inbound.reconcile(name)
+            print(f"{name}: checked {counts['checked']}, repaired {counts['repaired']}, "
+                  f"vanished {counts['vanished']}")
+        delivered = daemon.engine.deliver_all_due()
+        print(f"delivered {delivered} outbox row(s)")
+    except StartupError as error:
+        raise UsageError(str(error)) from None
+    finally:
+        daemon.stop()
+    return EXIT_OK
+
+
+def cmd_mappings_preview(args: argparse.Namespace) -> int:
+    from syncd.clock import SystemClock
+    from syncd.daemon import build_connector, seconds
+    from syncd.mapping import MappingError, UnmappableValue, load_mapping
+    config = load_config_or_fail(args.config)
+    _check_connector(config, args.connector)
+    settings = config.connectors[args.connector]
+    try:
+        mapping = load_mapping(settings.mapping)
+    except MappingError as error:
+        raise UsageError(str(error)) from None
+    connector = build_connector(args.connector, settings, clock=SystemClock(),
+                                overlap=timedelta(seconds=seconds(config.sync.poll_overlap)))
+    try:
+        record = connector.fetch(args.remote_key)
+    finally:
+        connector.close()
+    if record is None:
+        raise UsageError(f"{args.connector}: no record {args.remote_key!r}")
+    try:
+        canonical = mapping.to_canonical(record.fields)
+        outbound = mapping.to_remote(canonical, context={**canonical, "number": "SYN-0", "id": 0,
+                                                         "url": "/api/v1/incidents/0"},
+                                     creating=False)
+    except UnmappableValue as error:
+        print(f"{args.connector} {record.key}: cannot be mapped: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps({"remote": {"key": record.key, "version": record.version,
+                                 "fields": record.fields},
+                      "canonical": canonical,
+                      "outbound_writes": outbound}, indent=2, default=str))
+    return EXIT_OK
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     options: dict = {"state_file": args.state_file, "webhook_url": args.webhook_url,
                      "webhook_secret": args.webhook_secret}
@@ -103,10 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Incident-response daemon that keeps ServiceNow and Jira in step with its own "
                     "incident store.")
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
-    parser.add_argument("--log-format", choices=["auto", "json", "text"], default="auto",
-                        help="log line format (default: text on a terminal, JSON otherwise)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+    parser.add_argument("--log-format", choices=["auto", "json", "text"],
+                        help="log line format (default: the config's logging.format, else text on "
+                             "a terminal and JSON otherwise)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                        help="default: the config's logging.level, else INFO (WARNING for demo)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     db_parser = commands.add_parser("db", help="store schema")
@@ -131,6 +293,46 @@ def build_parser() -> argparse.ArgumentParser:
                           help="mapping files (default: those the configuration names)")
     _add_config_option(validate)
     validate.set_defaults(handler=cmd_mappings_validate)
+    preview = mappings_commands.add_parser("preview", help="read one real record and show its "
+                                                           "canonical values and outbound writes")
+    preview.add_argument("connector")
+    preview.add_argument("remote_key", metavar="REMOTE_KEY")
+    _add_config_option(preview)
+    preview.set_defaults(handler=cmd_mappings_preview)
+
+    run = commands.add_parser("run", help="run the daemon in the foreground until SIGTERM/SIGINT")
+    _add_config_option(run)
+    run.set_defaults(handler=cmd_run)
+
+    demo = commands.add_parser("demo", help="the daemon against built-in simulators on SQLite, "
+                                            "playing a short incident story")
+    demo.add_argument("--dir", type=Path, default=Path("syncd-demo"),
+                      help="folder for the demo's config and store (default ./syncd-demo)")
+    demo.add_argument("--once", action="store_true", help="exit after the story (for tests)")
+    demo.set_defaults(handler=cmd_demo)
+
+    dead = commands.add_parser("dead-letters", help="deliveries that gave up and wait for an operator")
+    dead_commands = dead.add_subparsers(dest="dead_command", metavar="SUBCOMMAND")
+    dead_list = dead_commands.add_parser("list", help="list dead letters with their reasons")
+    dead_list.add_argument("--connector")
+    dead_list.add_argument("--json", action="store_true")
+    _add_config_option(dead_list)
+    dead_list.set_defaults(handler=cmd_dead_letters_list)
+    dead_retry = dead_commands.add_parser("retry", help="queue dead letters for another attempt")
+    dead_retry.add_argument("id", nargs="?", type=int)
+    dead_retry.add_argument("--all", action="store_true")
+    _add_config_option(dead_retry)
+    dead_retry.set_defaults(handler=cmd_dead_letters_retry)
+
+    reconcile = commands.add_parser("reconcile", help="re-read every linked record and repair drift")
+    reconcile.add_argument("--connector")
+    _add_config_option(reconcile)
+    reconcile.set_defaults(handler=cmd_reconcile)
+
+    resume = commands.add_parser("resume", help="resume a connector paused after a mass change")
+    resume.add_argument("connector")
+    _add_config_option(resume)
+    resume.set_defaults(handler=cmd_resume)
 
     simulate = commands.add_parser("simulate", help="run a ServiceNow or Jira simulator")
     simulate.add_argument("system", choices=["servicenow", "jira"])
@@ -143,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Jira only: which Jira to imitate")
     simulate.set_defaults(handler=cmd_simulate)
 
-    for name, sub in (("db", db_parser), ("config", config_parser), ("mappings", mappings_parser)):
+    for sub in (db_parser, config_parser, mappings_parser, dead):
         sub.set_defaults(handler=_missing_subcommand(sub))
     return parser
 
@@ -161,7 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    logs.configure(args.log_format, args.log_level)
+    _log_flags.update(format=args.log_format, level=args.log_level)
+    quiet_by_default = args.command == "demo"       # the story is the output; logs only for trouble
+    logs.configure(args.log_format or "auto",
+                   args.log_level or ("WARNING" if quiet_by_default else "INFO"))
     try:
         return args.handler(args)
     except UsageError as error:

@@ -51,5 +51,5 @@ def configure(log_format: str = "auto", level: str = "INFO", stream=None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("urllib3", "alembic.runtime.migration"):
+    for noisy in ("urllib3", "alembic", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,186 @@
+"""The `syncd` command as a user runs it: real processes, real files, exit codes and messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from syncd.simulators.jira import JiraSimulator
+from syncd.simulators.servicenow import ServiceNowSimulator
+from syncd.store import db
+
+SYNCD = [sys.executable, "-m", "syncd.cli"]
+
+
+def syncd(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*SYNCD, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_config(folder: Path, store_url: str, *, sn_url="http://127.0.0.1:9", jira_url=None,
+                 port: int | None = None) -> Path:
+    jira = f"""
+  jira:
+    type: jira
+    url: "{jira_url}"
+    username: syncd
+    token: "${{JIRA_TOKEN}}"
+    project: OPS
+    poll_interval: 1s
+    create_tickets: true
+    webhook_secret: "${{JIRA_SECRET}}"
+""" if jira_url else ""
+    path = folder / "syncd.yaml"
+    path.write_text(f"""
+store: {{url: "{store_url}"}}
+http: {{listen: "127.0.0.1:{port or free_port()}", api_tokens: ["${{SYNCD_API_TOKEN}}"]}}
+connectors:
+  servicenow:
+    type: servicenow
+    url: "{sn_url}"
+    username: admin
+    password: "${{SN_PASSWORD}}"
+    poll_interval: 1s
+    create_incidents: true
+    webhook_secret: "${{SN_SECRET}}"
+{jira}""")
+    return path
+
+
+ENV = {"SN_PASSWORD": "admin", "SYNCD_API_TOKEN": "t0ken-for-tests", "SN_SECRET": "sn-s3cret",
+       "JIRA_TOKEN": "syncd-api-token", "JIRA_SECRET": "jira-s3cret"}
+
+
+def test_version_and_help():
+    assert syncd("--version").stdout.startswith("syncd ")
+    result = syncd()
+    assert result.returncode == 2 and "COMMAND" in result.stderr
+
+
+def test_config_check_prints_the_config_with_secrets_redacted(tmp_path):
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 's.db'}")
+    result = syncd("config", "check", str(path), env=ENV)
+    assert result.returncode == 0, result.stderr
+    assert '"servicenow"' in result.stdout and "***" in result.stdout
+    assert "t0ken-for-tests" not in result.stdout + result.stderr
+
+
+def test_config_check_names_the_key_and_the_missing_variable_and_exits_2(tmp_path):
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 's.db'}")
+    path.write_text(path.read_text().replace("poll_interval: 1s", "poll_interval: soon"))
+    result = syncd("config", "check", str(path), env=ENV)
+    assert result.returncode == 2
+    assert "connectors.servicenow.poll_interval" in result.stderr and "soon" in result.stderr
+    env = {k: v for k, v in {**os.environ, **ENV}.items() if k != "SN_SECRET"}
+    result = subprocess.run([*SYNCD, "config", "check", str(write_config(tmp_path, "sqlite://"))],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2 and "SN_SECRET" in result.stderr
+
+
+def test_db_upgrade_creates_the_schema(empty_store_url, tmp_path):
+    path = write_config(tmp_path, empty_store_url)
+    result = syncd("db", "upgrade", "--config", str(path), env=ENV)
+    assert result.returncode == 0, result.stderr
+    engine = db.open_engine(empty_store_url)
+    assert db.current_revision(engine) == db.head_revision()
+    engine.dispose()
+    again = syncd("db", "upgrade", "--config", str(path), env=ENV)
+    assert again.returncode == 0 and "already at" in again.stdout
+
+
+def test_mappings_validate_reports_file_line_column_and_exits_2(tmp_path):
+    broken = tmp_path / "jira.yaml"
+    broken.write_text("system: jira\nfields:\n  - canonical: titel\n    remote: summary\n")
+    result = syncd("mappings", "validate", str(broken))
+    assert result.returncode == 2
+    assert f"{broken}:3:" in result.stderr and "titel" in result.stderr
+    from syncd.mapping import default_mapping_path
+    ok = syncd("mappings", "validate", str(default_mapping_path("jira")),
+               str(default_mapping_path("servicenow")))
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_demo_plays_its_story_and_exits(tmp_path):
+    result = syncd("demo", "--once", "--dir", str(tmp_path / "demo"), timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "created Jira OPS-1" in result.stdout
+    assert "has the work note" in result.stdout
+    assert "priority is now Highest" in result.stdout
+    assert "is Resolved" in result.stdout
+
+
+def wait_until(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_run_serves_syncs_and_stops_cleanly_on_sigterm(tmp_path):
+    sn = ServiceNowSimulator().start()
+    jira = JiraSimulator().start()
+    port = free_port()
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'run.db'}", sn_url=sn.base_url,
+                        jira_url=jira.base_url, port=port)
+    process = subprocess.Popen([*SYNCD, "run", "--config", str(path)], env={**os.environ, **ENV},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(f"{base}/readyz", timeout=2).status_code == 200)
+        sn.human_create({"short_description": "Payments down", "impact": "1", "urgency": "1"})
+        wait_until(lambda: jira.search("project = OPS"))
+        headers = {"Authorization": "Bearer t0ken-for-tests"}
+        incidents = requests.get(f"{base}/api/v1/incidents", headers=headers, timeout=5).json()
+        assert [i["title"] for i in incidents["incidents"]] == ["Payments down"]
+        assert requests.get(f"{base}/api/v1/incidents", timeout=5).status_code == 401
+        metrics = requests.get(f"{base}/metrics", timeout=5).text
+        assert 'syncd_sync_changes_total{connector="servicenow",direction="in",outcome="created"}' in metrics
+
+        second = syncd("run", "--config", str(path), env=ENV, timeout=60)
+        assert second.returncode == 2 and "already running on the SQLite store" in second.stderr
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        sn.stop()
+        jira.stop()
+
+
+def test_dead_letters_list_and_retry(store, tmp_path, clock):
+    from syncd.store import service
+    with store.transaction() as session:
+        incident = service.create_incident(session=session, fields={"title": "x"}, now=clock.now(),
+                                           actor=None, source="test")
+        item = service.dead_letter(session=session, incident_id=incident.id, connector="servicenow",
+                                   operation="update", fields={"title": "x"},
+                                   error="400: Invalid field", now=clock.now())
+    path = write_config(tmp_path, store.url)
+    listed = syncd("dead-letters", "list", "--config", str(path), env=ENV)
+    assert listed.returncode == 0 and "400: Invalid field" in listed.stdout
+    missing = syncd("dead-letters", "retry", "999", "--config", str(path), env=ENV)
+    assert missing.returncode == 2 and "999" in missing.stderr
+    retried = syncd("dead-letters", "retry", str(item.id), "--config", str(path), env=ENV)
+    assert retried.returncode == 0, retried.stderr
+    with store.transaction() as session:
+        assert service.dead_letters(session=session) == []
