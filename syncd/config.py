@@ -299,6 +299,9 @@ class SyncSettings(_Section):
     reconcile_after_downtime: Duration = timedelta(minutes=10)
     pause_when_share_changed: float = Field(default=0.5, gt=0, le=1)
     poll_overlap: Duration = timedelta(minutes=2)
+    # How long a worker's claim on an outbox row lasts; a replica that dies mid-delivery holds
+    # its rows this long before another replica takes them over.
+    claim_lease: PositiveDuration = timedelta(minutes=2)
 
     @field_validator("backoff_max")
     @classmethod

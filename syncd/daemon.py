@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from syncd.clock import Clock, SystemClock
 from syncd.connectors.base import Connector, RemoteError
 from syncd.connectors.http import RetryPolicy
+from syncd.engine.ownership import PollerOwnership
 from syncd.engine.runner import Engine, EngineSettings
 from syncd.engine.runtime import ConnectorRuntime
 from syncd.mapping.reload import MappingSet, MappingWatcher
@@ -119,7 +120,10 @@ class Daemon:
         """Everything short of starting threads: store checked, mappings loaded, connectors built."""
         if self.sqlite_lock:
             self.sqlite_lock.acquire()
-        self.db = db.open_engine(self.store_url, pool_size=max(5, self.config.sync.outbox_workers + 4))
+        # Each worker thread, poller (and its lock connection) and HTTP handler may hold a connection.
+        pool = max(self.config.store.pool_size,
+                   self.config.sync.outbox_workers + 3 * len(self.config.connectors) + 4)
+        self.db = db.open_engine(self.store_url, pool_size=pool)
         try:
             db.ensure_schema(self.db, auto_upgrade=self.config.store.auto_upgrade)
         except db.SchemaOutOfDate as error:
@@ -143,11 +147,15 @@ class Daemon:
         sync = self.config.sync
         self.engine = Engine(
             sessions=self.sessions, runtimes=runtimes, clock=self.clock, worker_id=self.worker_id,
+            ownership=lambda name: PollerOwnership(self.db, name),
             settings=EngineSettings(
                 outbox_workers=sync.outbox_workers,
+                lease=sync.claim_lease,
                 backoff=service.Backoff(initial=seconds(sync.backoff_initial),
                                         maximum=seconds(sync.backoff_max),
-                                        max_attempts=sync.max_attempts)))
+                                        max_attempts=sync.max_attempts),
+                reconcile_after_downtime=sync.reconcile_after_downtime,
+                pause_share=sync.pause_when_share_changed))
 
     def start(self) -> None:
         assert self.engine is not None, "open() first"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import text
@@ -53,10 +54,9 @@ def _pg_schema_url(schema: str) -> str:
     return f"{PG_URL}{separator}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture
-def empty_store_url(request, tmp_path):
-    """A URL to an empty database of the parametrized kind (no schema yet)."""
-    kind = request.param
+@contextmanager
+def _empty_database(kind: str, tmp_path):
+    """A URL to an empty database of the given kind (no schema yet), dropped afterwards."""
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / 'syncd.db'}"
         return
@@ -77,6 +77,23 @@ def empty_store_url(request, tmp_path):
         admin.dispose()
 
 
+@contextmanager
+def _migrated_store(url: str):
+    engine = db.open_engine(url, pool_size=5)
+    db.upgrade(engine)
+    try:
+        yield StoreHandle(url, engine, engine.dialect.name)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def empty_store_url(request, tmp_path):
+    """A URL to an empty database, on SQLite and on PostgreSQL (parametrized)."""
+    with _empty_database(request.param, tmp_path) as url:
+        yield url
+
+
 def pytest_generate_tests(metafunc):
     if "empty_store_url" in metafunc.fixturenames:
         metafunc.parametrize("empty_store_url", ["sqlite", "postgresql"], indirect=True)
@@ -85,11 +102,15 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def store(empty_store_url):
     """A migrated store, on SQLite and on PostgreSQL."""
-    engine = db.open_engine(empty_store_url, pool_size=5)
-    db.upgrade(engine)
-    handle = StoreHandle(empty_store_url, engine, engine.dialect.name)
-    yield handle
-    engine.dispose()
+    with _migrated_store(empty_store_url) as handle:
+        yield handle
+
+
+@pytest.fixture
+def postgres_store(tmp_path):
+    """A migrated store on PostgreSQL only, for what only PostgreSQL does (replicas, locks)."""
+    with _empty_database("postgresql", tmp_path) as url, _migrated_store(url) as handle:
+        yield handle
 
 
 @pytest.fixture

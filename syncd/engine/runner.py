@@ -20,6 +20,7 @@ from syncd.clock import Clock
 from syncd.connectors.base import RemoteError
 from syncd.engine.incidents import IncidentActions
 from syncd.engine.outbox import OutboxDelivery
+from syncd.engine.ownership import PollerOwnership
 from syncd.engine.runtime import ConnectorRuntime
 from syncd.engine.sync import InboundSync
 from syncd.metrics import DEAD_LETTERS, OUTBOX_PENDING, WORKER_RESTARTS
@@ -37,19 +38,27 @@ class EngineSettings:
     lease: timedelta = timedelta(minutes=2)
     backoff: service.Backoff = service.Backoff()
     worker_restart_max: float = 60.0
+    reconcile_after_downtime: timedelta | None = timedelta(minutes=10)
+    pause_share: float | None = 0.5
+    pause_min_links: int = 20
 
 
 class Engine:
     """The sync engine for one process: inbound, outbound and the actions on incidents."""
 
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
-                 clock: Clock, settings: EngineSettings = EngineSettings(), worker_id: str = "syncd"):
+                 clock: Clock, settings: EngineSettings = EngineSettings(), worker_id: str = "syncd",
+                 ownership: Callable[[str], PollerOwnership] | None = None):
         self.sessions = sessions
         self.runtimes = dict(runtimes)
         self.clock = clock
         self.settings = settings
         self.worker_id = worker_id
-        self.inbound = InboundSync(sessions=sessions, runtimes=self.runtimes, clock=clock)
+        self.inbound = InboundSync(sessions=sessions, runtimes=self.runtimes, clock=clock,
+                                   pause_share=settings.pause_share,
+                                   pause_min_links=settings.pause_min_links)
+        # Who may poll each connector (replicas on PostgreSQL); None: this process always may.
+        self.ownership = {name: ownership(name) for name in self.runtimes} if ownership else {}
         self.outbox = OutboxDelivery(sessions=sessions, runtimes=self.runtimes, clock=clock,
                                      backoff=settings.backoff, lease=settings.lease)
         self.incidents = IncidentActions(sessions=sessions, runtimes=self.runtimes, clock=clock)
@@ -168,10 +177,43 @@ class Engine:
 
     def _poll_loop(self, name: str, runtime: ConnectorRuntime) -> Callable[[], None]:
         def loop() -> None:
-            while not self._stop.is_set():
-                self.poll(name)
-                self._stop.wait(runtime.poll_interval.total_seconds())
+            owner = self.ownership.get(name)
+            checked_downtime = False
+            try:
+                while not self._stop.is_set():
+                    if owner is None or owner.holds():
+                        if not checked_downtime:
+                            self.reconcile_after_downtime(name)
+                            checked_downtime = True
+                        self.poll(name)
+                    self._stop.wait(runtime.poll_interval.total_seconds())
+            finally:
+                if owner is not None:
+                    owner.release()
         return loop
+
+    def reconcile_after_downtime(self, connector: str) -> bool:
+        """After a long gap in polling (the daemon was down), a poll's window may have missed what
+        changed: re-read every linked record once before polling again."""
+        threshold = self.settings.reconcile_after_downtime
+        if threshold is None:
+            return False
+        with transaction(self.sessions) as session:
+            cursor = service.get_cursor(session=session, connector=connector)
+            last = cursor.last_poll_at if cursor else None
+        if last is None or self.clock.now() - last <= threshold:
+            return False
+        log.warning("polling was down; reconciling", extra={
+            "connector": connector, "down_seconds": int((self.clock.now() - last).total_seconds())})
+        try:
+            counts = self.inbound.reconcile(connector)
+        except RemoteError as error:
+            log.warning("reconcile failed; polling resumes anyway",
+                        extra={"connector": connector, "error": str(error)})
+            return False
+        log.info("reconciled", extra={"connector": connector, **counts})
+        self._work_ready.set()
+        return True
 
     def _hint_loop(self) -> None:
         while not self._stop.is_set():

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.clock import Clock
@@ -27,7 +28,7 @@ from syncd.store.models import Incident, Link
 
 log = logging.getLogger(__name__)
 
-SYNC_ACTOR = "syncd"
+APPLY_ATTEMPTS = 3
 
 
 @dataclass
@@ -187,7 +188,23 @@ class InboundSync:
     def apply(self, connector_name: str, record: RemoteRecord, *, repair: bool = False
               ) -> ApplyResult:
         """Apply one remote record. With ``repair`` (reconcile), the version short-cut is skipped
-        and any field where the store and the remote still disagree is queued to go out again."""
+        and any field where the store and the remote still disagree is queued to go out again.
+
+        Another worker or replica may apply the same record at the same moment (a webhook hint on
+        one, the poll on another): the loser's transaction fails on the incident's version or the
+        link's unique key, and re-reading then finds the work done."""
+        for attempt in range(1, APPLY_ATTEMPTS + 1):
+            try:
+                return self._apply_once(connector_name, record, repair=repair)
+            except (service.VersionConflict, IntegrityError):
+                if attempt == APPLY_ATTEMPTS:
+                    raise
+                log.info("concurrent apply; re-reading", extra={"connector": connector_name,
+                                                                "remote_key": record.key})
+        raise AssertionError("unreachable")
+
+    def _apply_once(self, connector_name: str, record: RemoteRecord, *, repair: bool
+                    ) -> ApplyResult:
         runtime = self.runtimes[connector_name]
         mapping = runtime.mapping()
         try:
