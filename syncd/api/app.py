@@ -15,6 +15,7 @@ from typing import Any, Callable, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
@@ -76,12 +77,14 @@ def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
     deduper = DeliveryDeduper()
     tokens = [token.encode() for token in settings.api_tokens if token]
 
-    def bearer(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+    # HTTPBearer parses the header and declares the scheme in the OpenAPI document; the token
+    # check stays ours, so every refusal is a 401 with WWW-Authenticate.
+    bearer_scheme = HTTPBearer(auto_error=False, description="a token from http.api_tokens")
+
+    def bearer(credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme)) -> str:
+        if credentials is None:
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        offered = token.strip().encode()
+        offered = credentials.credentials.encode()
         # Compare against every token, always, so timing says nothing about which one nearly matched.
         matches = [hmac.compare_digest(offered, known) for known in tokens]
         if not any(matches):
