@@ -37,6 +37,7 @@ class EngineSettings:
     outbox_idle_wait: float = 1.0          # seconds a worker waits when nothing is due
     lease: timedelta = timedelta(minutes=2)
     backoff: service.Backoff = service.Backoff()
+    worker_restart_initial: float = 1.0     # seconds before the first restart of a crashed worker
     worker_restart_max: float = 60.0
     reconcile_after_downtime: timedelta | None = timedelta(minutes=10)
     pause_share: float | None = 0.5
@@ -163,7 +164,7 @@ class Engine:
         thread.start()
 
     def _supervised(self, name: str, body: Callable[[], None]) -> None:
-        delay = 1.0
+        delay = self.settings.worker_restart_initial
         while not self._stop.is_set():
             try:
                 body()

@@ -1,5 +1,7 @@
 """Safety nets of issue 5: reconcile repairs drift; a mass change pauses a connector."""
 
+from datetime import timedelta
+
 import requests
 
 from syncd.store import service
@@ -60,3 +62,16 @@ def test_reconcile_reports_a_vanished_record_without_deleting_anything(world):
     with world.store.transaction() as session:
         kinds = [e.kind for e in service.timeline(session=session, incident_id=1)]
     assert "remote_vanished" in kinds and world.incident().status == "triggered"
+
+
+def test_after_downtime_the_poller_reconciles_before_polling(world):
+    sys_id = raise_sn_incident(world)
+    world.settle()
+    world.sn.human_update(sys_id, {"short_description": "Checkout DB primary down"})
+    with world.store.transaction() as session:     # a change the next poll window would miss
+        link = session.query(Link).filter_by(connector="servicenow").one()
+        link.remote_version = world.sn.get_incident(sys_id)["sys_mod_count"]
+    assert not world.engine.reconcile_after_downtime("servicenow")     # no downtime yet
+    world.clock.advance(timedelta(hours=1).total_seconds())
+    assert world.engine.reconcile_after_downtime("servicenow")
+    assert world.incident().title == "Checkout DB primary down"

@@ -1,0 +1,139 @@
+"""The running daemon: readiness, crashed workers, reconcile after downtime, mapping hot reload."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from datetime import timedelta
+
+import requests
+
+from syncd.config import load_config
+from syncd.connectors.base import SyncCursor
+from syncd.daemon import Daemon
+from syncd.engine.runner import Engine, EngineSettings
+from syncd.engine.runtime import ConnectorRuntime
+from syncd.metrics import WORKER_RESTARTS
+from syncd.simulators.jira import JiraSimulator
+from syncd.simulators.servicenow import ServiceNowSimulator
+
+from .test_cli import ENV, SYNCD, free_port, write_config
+
+
+def wait_for(condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def test_readiness_reflects_store_auth_and_pause(tmp_path, monkeypatch):
+    sn = ServiceNowSimulator().start()
+    jira = JiraSimulator().start()
+    for key, value in {**ENV, "JIRA_TOKEN": "wrong-token"}.items():
+        monkeypatch.setenv(key, value)
+    config = load_config(write_config(tmp_path, f"sqlite:///{tmp_path / 'r.db'}",
+                                      sn_url=sn.base_url, jira_url=jira.base_url))
+    daemon = Daemon(config)
+    try:
+        daemon.open()
+        daemon.start()
+        wait_for(lambda: len(daemon.auth_status) == 2)
+        report = daemon.readiness()
+        assert report["store"] == "ok" and report["connectors"]["servicenow"]["auth"] == "ok"
+        assert not report["ready"] and "jira" in report["connectors"]["jira"]["auth"]
+        assert daemon.engine is not None
+        daemon.engine.inbound.pause("servicenow", "test pause")
+        assert "test pause" in daemon.readiness()["connectors"]["servicenow"]["paused"]
+    finally:
+        daemon.stop()
+        sn.stop()
+        jira.stop()
+
+
+class ExplodingConnector:
+    """A connector whose poll hits a bug (not a remote error) the first few times."""
+
+    name = "boom"
+
+    def __init__(self, failures: int):
+        self.failures = failures
+        self.polls = 0
+        self.polled = threading.Event()
+
+    def fetch_changes(self, cursor, *, limit=500):
+        self.polls += 1
+        if self.polls <= self.failures:
+            raise RuntimeError("bug in the poller")
+        self.polled.set()
+        return [], SyncCursor()
+
+    def close(self):
+        pass
+
+
+def test_a_crashed_worker_is_restarted_with_backoff_and_counted(store, clock):
+    connector = ExplodingConnector(failures=2)
+    runtime = ConnectorRuntime("boom", connector, mapping=lambda: None,
+                               poll_interval=timedelta(seconds=0.01))
+    engine = Engine(sessions=store.sessions, runtimes={"boom": runtime}, clock=clock,
+                    settings=EngineSettings(outbox_workers=1, worker_restart_initial=0.01,
+                                            reconcile_after_downtime=None))
+    before = WORKER_RESTARTS.labels("poller-boom")._value.get()
+    engine.start()
+    try:
+        assert connector.polled.wait(10), "the poller never came back"
+        assert WORKER_RESTARTS.labels("poller-boom")._value.get() - before == 2
+        assert all(engine.alive_workers().values())
+    finally:
+        engine.stop()
+
+
+def test_a_broken_mapping_edit_is_refused_live_and_a_good_one_applied(tmp_path):
+    sn = ServiceNowSimulator().start()
+    mapping = tmp_path / "servicenow.yaml"
+    from syncd.mapping import default_mapping_path
+    original = default_mapping_path("servicenow").read_text()
+    mapping.write_text(original)
+    port = free_port()
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'h.db'}", sn_url=sn.base_url, port=port)
+    path.write_text(path.read_text().replace("    poll_interval: 1s\n",
+                                             f"    poll_interval: 1s\n    mapping: {mapping}\n", 1))
+    process = subprocess.Popen([*SYNCD, "run", "--config", str(path)], env={**os.environ, **ENV},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def reloads(outcome):
+        try:
+            text = requests.get(f"{base}/metrics", timeout=2).text
+        except requests.RequestException:
+            return -1
+        found = re.search(rf'syncd_mapping_reloads_total{{outcome="{outcome}"}} (\S+)', text)
+        return float(found.group(1)) if found else 0.0
+
+    try:
+        wait_for(lambda: reloads("applied") >= 0)
+        mapping.write_text(original.replace("canonical: title", "canonical: titel", 1))
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: reloads("rejected") == 1)
+        sn.human_create({"short_description": "still mapped", "impact": "3", "urgency": "3"})
+        headers = {"Authorization": "Bearer t0ken-for-tests"}
+        wait_for(lambda: [i["title"] for i in requests.get(
+            f"{base}/api/v1/incidents", headers=headers, timeout=2).json()["incidents"]]
+            == ["still mapped"])
+        mapping.write_text(original.replace("# ", "#  ", 1))
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: reloads("applied") == 1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        sn.stop()
+    assert "titel" in process.stderr.read()
