@@ -42,13 +42,21 @@ class OutboxDelivery:
         # Fault hook for tests: runs after the remote write and before its commit.
         self.after_remote_write = after_remote_write
 
-    def deliver_due(self, worker: str, *, limit: int = 10) -> int:
-        """Claim up to ``limit`` due rows and deliver each; returns how many were claimed."""
+    def deliver_due(self, worker: str, *, limit: int = 10,
+                    stopping: Callable[[], bool] = lambda: False) -> int:
+        """Claim up to ``limit`` due rows and deliver each; returns how many were claimed. Once
+        ``stopping`` says so, the rows not yet started are handed back for another worker."""
         with transaction(self.sessions) as session:
             items = service.claim_due(session=session, worker=worker, now=self.clock.now(),
                                       lease=self.lease, limit=limit)
             session.expunge_all()
-        for item in items:
+        for index, item in enumerate(items):
+            if stopping():
+                with transaction(self.sessions) as session:
+                    for unstarted in items[index:]:
+                        service.release(session=session, item_id=unstarted.id, worker=worker,
+                                        now=self.clock.now())
+                break
             self.deliver(item, worker)
         return len(items)
 

@@ -151,10 +151,6 @@ class Engine:
             thread.join(timeout)
         self._threads.clear()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def alive_workers(self) -> dict[str, bool]:
         return {thread.name: thread.is_alive() for thread in self._threads}
 
@@ -227,7 +223,8 @@ class Engine:
     def _outbox_loop(self, worker: str) -> Callable[[], None]:
         def loop() -> None:
             while not self._stop.is_set():
-                if self.outbox.deliver_due(worker, limit=self.settings.outbox_batch):
+                if self.outbox.deliver_due(worker, limit=self.settings.outbox_batch,
+                                           stopping=self._stop.is_set):
                     continue
                 self._work_ready.wait(self.settings.outbox_idle_wait)
                 self._work_ready.clear()

@@ -7,7 +7,7 @@ import pytest
 
 from syncd.simulators.base import Fault
 from syncd.store import service
-from syncd.store.models import TimelineEntry
+from syncd.store.models import OutboxItem, TimelineEntry
 
 from .conftest import make_engine
 from .test_story import jira_issue, raise_sn_incident
@@ -126,3 +126,22 @@ def test_the_same_field_edited_on_both_sides_resolves_by_policy_on_the_timeline(
     with world.store.transaction() as session:
         conflicts = session.query(TimelineEntry).filter_by(kind="conflict").all()
     assert [(c.data["field"], c.data["winner"]) for c in conflicts] == [("priority", "store")]
+
+
+def test_a_stopping_worker_hands_back_the_rows_it_has_not_started(world):
+    for n in range(3):
+        world.sn.human_create({"short_description": f"outage {n}", "impact": "3", "urgency": "3"})
+    world.engine.poll("servicenow")
+    asked = []
+
+    def stop_after_first():
+        asked.append(True)
+        return len(asked) > 1
+
+    claimed = world.engine.outbox.deliver_due("w1", limit=10, stopping=stop_after_first)
+    assert claimed == 3
+    with world.store.transaction() as session:
+        states = sorted(item.state for item in session.query(OutboxItem).all())
+    assert states == ["done", "pending", "pending"]
+    world.settle()
+    assert world.jira.count_requests("POST", r"/issue$") == 3
