@@ -4,7 +4,18 @@ import io
 import json
 import logging
 
+import pytest
+
 from syncd import logs
+
+
+@pytest.fixture(autouse=True)
+def restore_root_logger():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_json_lines_carry_the_context_as_keys():
