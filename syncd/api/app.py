@@ -11,13 +11,13 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, StringConstraints
 
 from syncd import __version__
 from syncd.connectors.base import WebhookRejected
@@ -52,8 +52,12 @@ class DeliveryDeduper:
             return True
 
 
+NonBlank = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+"""Text that must say something: empty or whitespace-only is refused with 422 naming the field."""
+
+
 class CreateIncident(BaseModel):
-    title: str = Field(min_length=1)
+    title: NonBlank
     description: str = ""
     priority: Literal["P1", "P2", "P3", "P4", "P5"] | None = None
     urgency: Literal["high", "low"] | None = None
@@ -67,7 +71,7 @@ class Resolve(BaseModel):
 
 
 class Note(BaseModel):
-    body: str = Field(min_length=1)
+    body: NonBlank
     visibility: Literal["internal", "public"] = "internal"
 
 
@@ -145,7 +149,8 @@ def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
     @app.post("/api/v1/incidents", status_code=201, dependencies=[api], tags=["incidents"])
     def create_incident(body: CreateIncident, request: Request) -> dict[str, Any]:
         fields = {k: v for k, v in body.model_dump().items() if v is not None}
-        incident = engine.incidents.create(fields, actor=actions_actor(request), source="api")
+        incident = _guard(lambda: engine.incidents.create(fields, actor=actions_actor(request),
+                                                          source="api"))
         engine.wake()
         return _incident_detail(engine, incident.id)
 

@@ -4,6 +4,7 @@ metrics and the OpenAPI document are open to the platform's probes and scrapers.
 from __future__ import annotations
 
 import re
+from itertools import product
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,14 +29,14 @@ REFUSED_AUTHORIZATIONS = {
 }
 
 
-@pytest.mark.parametrize("method,path", API_CALLS)
-def test_every_api_call_without_a_valid_bearer_token_is_401(api_world, method, path):
-    for name, authorization in REFUSED_AUTHORIZATIONS.items():
+def test_every_api_call_without_a_valid_bearer_token_is_401(api_world):
+    for (method, path), (name, authorization) in product(API_CALLS, REFUSED_AUTHORIZATIONS.items()):
         headers = {} if authorization is None else {"Authorization": authorization}
         answer = api_world.client.request(method, path, headers=headers, json={"title": "x"})
-        assert answer.status_code == 401, f"{name}: {answer.status_code} {answer.text}"
-        assert answer.headers["www-authenticate"] == "Bearer", name
-        assert "token" in answer.json()["detail"], name
+        where = f"{method} {path} with {name}"
+        assert answer.status_code == 401, f"{where}: {answer.status_code} {answer.text}"
+        assert answer.headers["www-authenticate"] == "Bearer", where
+        assert "token" in answer.json()["detail"], where
     with api_world.store.transaction() as session:
         from syncd.store import service
         assert service.list_incidents(session=session) == [], "a refused call changed the store"
