@@ -88,8 +88,10 @@ class Engine:
         self.update_gauges()
 
     def poll(self, connector: str) -> int:
-        """One poll of a connector; a remote failure is logged and left for the next poll."""
+        """One poll of a connector, after re-reading any inbound dead letters an operator asked to
+        retry; a remote failure is logged and left for the next poll."""
         try:
+            self.inbound.retry_dead_inbound(connector)
             applied = self.inbound.poll(connector)
         except RemoteError as error:
             log.warning("poll failed", extra={"connector": connector, "error": str(error)})

@@ -166,11 +166,19 @@ class InboundSync:
         return changed
 
     def apply_hint(self, connector_name: str, remote_id: str) -> ApplyResult:
-        """A webhook said this record changed: re-read it and apply what it really holds now."""
+        """A webhook said this record changed: re-read it and apply what it really holds now.
+        A paused connector takes no hints either; the poll after the operator's resume catches up."""
+        if self.paused_reason(connector_name):
+            return ApplyResult("ignored")
         record = self.runtimes[connector_name].connector.fetch(remote_id)
         if record is None:
             return ApplyResult("ignored")
         return self.apply(connector_name, record)
+
+    def paused_reason(self, connector_name: str) -> str | None:
+        with transaction(self.sessions) as session:
+            row = service.get_cursor(session=session, connector=connector_name)
+            return row.paused_reason if row else None
 
     def retry_dead_inbound(self, connector_name: str) -> int:
         """Re-read records whose inbound dead letter an operator asked to retry."""
@@ -229,6 +237,9 @@ class InboundSync:
                 result = self._linked(session, runtime, link, record, remote_values, comments)
                 if repair:
                     self._queue_drift(session, runtime, link.incident_id, remote_values)
+            # The record maps now: an older version's dead letter has nothing left to say.
+            service.close_inbound_dead_letters(session=session, connector=connector_name,
+                                               remote_id=record.remote_id, now=self.clock.now())
         SYNC_CHANGES.labels(connector_name, "in", result.outcome).inc()
         for name in result.conflicts:
             CONFLICTS.labels(connector_name, name).inc()

@@ -424,13 +424,25 @@ def dead_letter(*, session: Session, incident_id: int | None, connector: str, op
     return item
 
 
+def _open_inbound(session: Session, connector: str, remote_id: str) -> list[OutboxItem]:
+    rows = session.scalars(select(OutboxItem).where(
+        OutboxItem.connector == connector, OutboxItem.operation == "inbound",
+        OutboxItem.state.in_(("dead", "pending"))))
+    return [row for row in rows if row.fields.get("remote_id") == remote_id]
+
+
 def inbound_dead_letter_exists(*, session: Session, connector: str, remote_id: str,
                                version: str) -> bool:
     """An unmappable remote version is recorded once, however often polls see it."""
-    rows = session.scalars(select(OutboxItem.fields).where(
-        OutboxItem.connector == connector, OutboxItem.operation == "inbound",
-        OutboxItem.state.in_(("dead", "pending"))))
-    return any(f.get("remote_id") == remote_id and f.get("version") == version for f in rows)
+    return any(row.fields.get("version") == version
+               for row in _open_inbound(session, connector, remote_id))
+
+
+def close_inbound_dead_letters(*, session: Session, connector: str, remote_id: str,
+                               now: datetime) -> None:
+    for row in _open_inbound(session, connector, remote_id):
+        row.state = "done"
+        row.updated_at = now
 
 
 def pending_inbound(*, session: Session, connector: str) -> list[OutboxItem]:

@@ -75,3 +75,47 @@ def test_after_downtime_the_poller_reconciles_before_polling(world):
     world.clock.advance(timedelta(hours=1).total_seconds())
     assert world.engine.reconcile_after_downtime("servicenow")
     assert world.incident().title == "Checkout DB primary down"
+
+
+def test_an_unmappable_record_is_a_dead_letter_until_retried(world):
+    sys_id = world.sn.human_create({"short_description": "odd state", "state": "4",
+                                    "impact": "3", "urgency": "3"})["sys_id"]
+    world.cycle(2)
+    with world.store.transaction() as session:
+        (dead,) = service.dead_letters(session=session)
+        assert dead.operation == "inbound" and "state" in dead.last_error
+        assert service.list_incidents(session=session) == []
+    assert world.sn.get_incident(sys_id)["state"] == "4"
+    # The operator fixes the mapping (here: the record) and retries the dead letter.
+    world.sn.human_update(sys_id, {"state": "2"})
+    with world.store.transaction() as session:
+        service.retry_dead_letter(session=session, item_id=dead.id, now=world.clock.now())
+    world.engine.inbound.retry_dead_inbound("servicenow")
+    world.settle()
+    with world.store.transaction() as session:
+        assert service.dead_letters(session=session) == []
+        assert [i.status for i in service.list_incidents(session=session)] == ["acknowledged"]
+
+
+def test_a_paused_connector_ignores_webhook_hints(world):
+    sys_id = raise_sn_incident(world)
+    world.settle()
+    world.engine.inbound.pause("servicenow", "operator test")
+    world.sn.human_update(sys_id, {"short_description": "edited while paused"})
+    world.engine.hint("servicenow", sys_id)
+    world.settle()
+    assert world.incident().title == "Checkout database down"
+    world.engine.inbound.resume("servicenow")
+    world.settle()
+    assert world.incident().title == "edited while paused"
+
+
+def test_a_record_that_maps_again_closes_its_old_dead_letter(world):
+    sys_id = world.sn.human_create({"short_description": "odd state", "state": "4",
+                                    "impact": "3", "urgency": "3"})["sys_id"]
+    world.cycle()
+    world.sn.human_update(sys_id, {"state": "1"})
+    world.settle()
+    with world.store.transaction() as session:
+        assert service.dead_letters(session=session) == []
+        assert [i.status for i in service.list_incidents(session=session)] == ["triggered"]
