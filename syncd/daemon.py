@@ -134,6 +134,11 @@ class Daemon:
             self.mappings = MappingSet({name: c.mapping for name, c in self.config.connectors.items()})
         except MappingError as error:
             raise StartupError(f"invalid mapping: {error}") from None
+        for name, settings in self.config.connectors.items():
+            system = self.mappings.get(name).system
+            if system != settings.type:
+                raise StartupError(f"connectors.{name}.mapping: {settings.mapping} maps {system}, "
+                                   f"but connector {name!r} is {settings.type}")
         overlap = timedelta(seconds=seconds(self.config.sync.poll_overlap))
         runtimes = {}
         for name, settings in self.config.connectors.items():

@@ -183,3 +183,13 @@ def test_dead_letters_list_and_retry(store, tmp_path, clock):
     assert retried.returncode == 0, retried.stderr
     with store.transaction() as session:
         assert service.dead_letters(session=session) == []
+
+
+def test_run_refuses_a_mapping_for_the_wrong_system(tmp_path):
+    from syncd.mapping import default_mapping_path
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'w.db'}")
+    path.write_text(path.read_text().replace(
+        "    poll_interval: 1s\n", f"    poll_interval: 1s\n    mapping: {default_mapping_path('jira')}\n", 1))
+    result = syncd("run", "--config", str(path), env=ENV, timeout=60)
+    assert result.returncode == 2
+    assert "connectors.servicenow.mapping" in result.stderr and "maps jira" in result.stderr
