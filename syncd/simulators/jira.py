@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hashlib
 import json
 import random
@@ -109,7 +110,10 @@ def jira_time(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}+0000"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def parse_jira_time(text: str) -> datetime:
+    """A stored ``jira_time`` value as aware UTC. Cached: every search compares every issue's
+    ``updated``, and strptime was most of a search's cost."""
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").astimezone(timezone.utc)
 
 
@@ -374,14 +378,24 @@ DATE_HELP = ("Valid formats include: 'yyyy/MM/dd HH:mm', 'yyyy-MM-dd HH:mm', 'yy
              "'yyyy-MM-dd', or a period format e.g. '-5d', '4w 2d'.")
 
 
-def parse_jql_date(value: str, field: str, now: datetime) -> tuple[datetime, timedelta]:
-    """A JQL date literal in the searching user's zone (UTC here) and its precision."""
+@functools.lru_cache(maxsize=1024)
+def _absolute_jql_date(value: str) -> tuple[datetime, timedelta] | None:
+    """An absolute JQL date literal and its precision, None when it is not one (cached: a search
+    evaluates the same literal once per issue)."""
     for fmt, precision in DATE_FORMATS:
         try:
             start = datetime.strptime(value, fmt).replace(tzinfo=timezone.utc)
         except ValueError:
             continue
         return start, timedelta(minutes=1) if precision == "minute" else timedelta(days=1)
+    return None
+
+
+def parse_jql_date(value: str, field: str, now: datetime) -> tuple[datetime, timedelta]:
+    """A JQL date literal in the searching user's zone (UTC here) and its precision."""
+    absolute = _absolute_jql_date(value)
+    if absolute is not None:
+        return absolute
     match = RELATIVE_DATE.match(value.strip())
     if match:
         sign, amount, unit = match.groups()
@@ -1084,15 +1098,16 @@ class JiraSimulator(Simulator):
         if query.where is not None:
             self._validate(query.where)
         sorters = [(self._sort_key(field), descending) for field, descending in query.order_by]
-        matches = [i for i in self.issues.values()
-                   if query.where is None or self._matches(query.where, i, actor)]
+        matches = list(self.issues.values())
+        if query.where is not None:
+            matches = list(filter(self._predicate(query.where, actor), matches))
         if not sorters:
             sorters = [(self._sort_key("key"), True)]
         for key, descending in reversed(sorters):
-            present = [i for i in matches if key(i) is not None]
-            absent = [i for i in matches if key(i) is None]
-            present.sort(key=key, reverse=descending)
-            matches = present + absent
+            keyed = [(key(i), i) for i in matches]          # each issue's key computed once
+            present = [pair for pair in keyed if pair[0] is not None]
+            present.sort(key=lambda pair: pair[0], reverse=descending)
+            matches = [i for _, i in present] + [i for k, i in keyed if k is None]
         return matches
 
     JQL_FIELDS = {"project": "project", "updated": "updated", "updateddate": "updated",
@@ -1200,64 +1215,95 @@ class JiraSimulator(Simulator):
                                           issue["fields"].get("description")]))
         return issue["fields"].get(field)
 
-    def _matches(self, node: Clause | BoolNode, issue: dict[str, Any], actor: dict[str, str]) -> bool:
+    def _predicate(self, node: Clause | BoolNode, actor: dict[str, str]
+                   ) -> Callable[[dict[str, Any]], bool]:
+        """Whether an issue matches ``node``. What does not depend on the issue (the field's kind,
+        date ranges, option names) is worked out once here, not once per issue searched."""
         if isinstance(node, BoolNode):
-            results = (self._matches(child, issue, actor) for child in node.children)
-            if node.op == "and":
-                return all(results)
-            if node.op == "or":
-                return any(results)
-            return not next(results)
+            children = [self._predicate(child, actor) for child in node.children]
+            if node.op == "not":
+                return lambda issue: not children[0](issue)
+            wanted_result = node.op == "or"       # "or" stops at the first match, "and" at a miss
+
+            def combined(issue: dict[str, Any]) -> bool:
+                for child in children:
+                    if child(issue) == wanted_result:
+                        return wanted_result
+                return not wanted_result
+            return combined
         field, kind = self._field_kind(node.field)
-        actual = self._field_value(issue, field)
-        empty = actual in (None, [], "")
         op = node.operator
-        if op in ("is", "is not"):
-            return empty if op == "is" else not empty
         values = node.values
-        if values == ("EMPTY",) and op in ("=", "!="):
-            return empty if op == "=" else not empty
-        if empty:
-            return False                      # Jira: comparisons never match an empty value
+
+        def value_of(issue: dict[str, Any]) -> tuple[Any, bool]:
+            actual = self._field_value(issue, field)
+            return actual, actual in (None, [], "")
+
+        if op in ("is", "is not") or (values == ("EMPTY",) and op in ("=", "!=")):
+            want_empty = op in ("is", "=")
+            return lambda issue: value_of(issue)[1] == want_empty
+        test: Callable[[Any], bool]
         if op in ("~", "!~"):
-            found = str(values[0]).lower().strip("*") in str(actual).lower()
-            return found if op == "~" else not found
-        if kind == "date":
+            needle = str(values[0]).lower().strip("*")
+            contains = op == "~"
+
+            def test(actual: Any) -> bool:
+                return (needle in str(actual).lower()) == contains
+        elif kind == "date":
             ranges = [parse_jql_date(v, node.field, self.clock.now()) for v in values]
             if op in ("in", "not in", "=", "!="):
-                hit = any(start <= actual < start + width for start, width in ranges)
-                return hit if op in ("in", "=") else not hit
-            start, width = ranges[0]
-            return {"<": actual < start, "<=": actual < start + width,
-                    ">": actual >= start + width, ">=": actual >= start}[op]
-        if kind in ("key", "id"):
+                inside = op in ("in", "=")
+
+                def test(actual: Any) -> bool:
+                    return any(start <= actual < start + width for start, width in ranges) == inside
+            else:
+                start, width = ranges[0]
+                test = {"<": lambda actual: actual < start,
+                        "<=": lambda actual: actual < start + width,
+                        ">": lambda actual: actual >= start + width,
+                        ">=": lambda actual: actual >= start}[op]
+        elif kind in ("key", "id"):
             def order(v: Any) -> tuple[str, int]:
                 if kind == "id":
                     return ("", int(v))
                 project, _, number = str(v).upper().rpartition("-")
                 return (project, int(number))
-            mine = order(actual)
             others = [order(v) for v in values]
             if op in ("=", "in", "!=", "not in"):
-                hit = mine in others
-                return hit if op in ("=", "in") else not hit
-            other = others[0]
-            if kind == "key" and mine[0] != other[0]:
-                return False
-            return {"<": mine < other, "<=": mine <= other, ">": mine > other,
-                    ">=": mine >= other}[op]
-        wanted: set[str] = set()
-        for value in values:
-            if isinstance(value, Function):
-                wanted.add(actor["name"])
-            elif kind == "custom" or field == "labels":
-                wanted.add(str(value).lower())
+                inside = op in ("=", "in")
+
+                def test(actual: Any) -> bool:
+                    return (order(actual) in others) == inside
             else:
-                wanted |= self._option_values(field, value)
-        have = ({str(v).lower() for v in actual} if isinstance(actual, list)
-                else {str(actual).lower() if kind == "custom" else actual})
-        hit = bool(have & wanted)
-        return hit if op in ("=", "in") else not hit
+                other = others[0]
+                compare = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+                           ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}[op]
+
+                def test(actual: Any) -> bool:
+                    mine = order(actual)
+                    if kind == "key" and mine[0] != other[0]:
+                        return False
+                    return compare(mine, other)
+        else:
+            wanted: set[str] = set()
+            for value in values:
+                if isinstance(value, Function):
+                    wanted.add(actor["name"])
+                elif kind == "custom" or field == "labels":
+                    wanted.add(str(value).lower())
+                else:
+                    wanted |= self._option_values(field, value)
+            inside = op in ("=", "in")
+
+            def test(actual: Any) -> bool:
+                have = ({str(v).lower() for v in actual} if isinstance(actual, list)
+                        else {str(actual).lower() if kind == "custom" else actual})
+                return bool(have & wanted) == inside
+
+        def matches(issue: dict[str, Any]) -> bool:
+            actual, empty = value_of(issue)
+            return False if empty else test(actual)   # Jira: comparisons never match an empty value
+        return matches
 
     def _sort_key(self, name: str) -> Callable[[dict[str, Any]], Any]:
         field, kind = self._field_kind(name)

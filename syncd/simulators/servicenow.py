@@ -581,7 +581,7 @@ class ServiceNowSimulator(Simulator):
         with self.lock:
             query = self._parse_query(table, request.arg("sysparm_query", ""), self._user_zone(user))
             rows = self._select(table, query)
-            page = [self._render(table, row, request) for row in rows[offset:offset + limit]]
+            page = self._render_all(table, rows[offset:offset + limit], request)
         headers = {}
         if not _as_bool(request.arg("sysparm_no_count")):
             headers["X-Total-Count"] = str(len(rows))
@@ -764,15 +764,40 @@ class ServiceNowSimulator(Simulator):
         local = datetime.strptime(f"{match['date']} {clock_time}", TIME_FORMAT).replace(tzinfo=zone)
         return local.astimezone(timezone.utc).strftime(TIME_FORMAT)
 
+    def _getter(self, table: Table, path: tuple[str, ...]) -> Any:
+        """A function reading a (possibly dot-walked) field of a row; a plain field is one dict
+        lookup, which matters when a query scans every record."""
+        if len(path) == 1:
+            name = path[0]
+            return lambda row: row.get(name, "")
+        return lambda row: self._walk(table, row, path)
+
     def _select(self, table: Table, query: Query) -> list[dict[str, str]]:
-        rows = [row for row in self._records[table.name].values()
-                if not query.groups or any(
-                    all(any(_matches(c, self._walk(table, row, c.path)) for c in clause)
-                        for clause in group)
-                    for group in query.groups)]
+        groups = [[[(self._getter(table, c.path), c) for c in clause] for clause in group]
+                  for group in query.groups]
+
+        def selected(row: dict[str, str]) -> bool:
+            """Any group whose every clause has a matching condition (plain loops: this runs
+            once per record and condition, and generators cost more than the test)."""
+            for group in groups:
+                for clause in group:
+                    for get, condition in clause:
+                        if _matches(condition, get(row)):
+                            break
+                    else:
+                        break                   # no condition of this clause matched
+                else:
+                    return True
+            return False
+
+        rows = list(self._records[table.name].values())
+        if groups:
+            rows = list(filter(selected, rows))
         for path, kind, descending in reversed(query.order):
-            def key(row: dict[str, str], path=path, kind=kind) -> tuple:
-                value = self._walk(table, row, path)
+            get = self._getter(table, path)
+
+            def key(row: dict[str, str], get=get, kind=kind) -> tuple:
+                value = get(row)
                 if kind == "integer":
                     return (0, int(value), "") if value.lstrip("-").isdigit() else (1, 0, value)
                 return (0, 0, value)
@@ -781,27 +806,35 @@ class ServiceNowSimulator(Simulator):
 
     def _render(self, table: Table, row: dict[str, str], request: Request) -> dict[str, Any]:
         """A record as the Table API shows it under the request's sysparm_* options."""
+        return self._render_all(table, [row], request)[0]
+
+    def _render_all(self, table: Table, rows: Sequence[dict[str, str]], request: Request
+                    ) -> list[dict[str, Any]]:
+        """Records as the Table API shows them; the options and fields are read once per answer."""
         mode = (request.arg("sysparm_display_value") or "false").lower()
         mode = mode if mode in ("true", "all") else "false"
         links = not _as_bool(request.arg("sysparm_exclude_reference_link"))
         wanted = request.arg("sysparm_fields")
         names = (list(dict.fromkeys(n.strip() for n in wanted.split(",") if n.strip()))
                  if wanted else list(table.fields))
-        result: dict[str, Any] = {}
-        for name in names:
-            resolved = self._resolve_path(table, name)
-            if resolved is None:
-                continue
-            path, field = resolved
-            value = self._walk(table, row, path)
-            result[name] = self._render_value(field, value, row, path, mode, links, request)
-        return result
+        columns = [(name, resolved) for name in names
+                   if (resolved := self._resolve_path(table, name)) is not None]
+        rendered = []
+        for row in rows:
+            result: dict[str, Any] = {}
+            for name, (path, field) in columns:
+                value = row.get(name, "") if len(path) == 1 else self._walk(table, row, path)
+                result[name] = self._render_value(field, value, row, path, mode, links, request)
+            rendered.append(result)
+        return rendered
 
     def _render_value(self, field: Field, value: str, row: dict[str, str], path: tuple[str, ...],
                       mode: str, links: bool, request: Request) -> Any:
         if field.kind == "journal":
+            if mode == "false":
+                return ""
             display = self._journal_text(row["sys_id"], path[-1])
-            return {"false": "", "true": display, "all": {"display_value": display, "value": ""}}[mode]
+            return display if mode == "true" else {"display_value": display, "value": ""}
         if field.kind == "reference":
             if value == "":
                 return {"display_value": "", "value": ""} if mode == "all" else ""
