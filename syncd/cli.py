@@ -7,11 +7,15 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from syncd import __version__, logs
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("syncd.cli")
@@ -86,16 +90,24 @@ def cmd_mappings_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open_store(config):
-    """Engine and session factory for commands that only touch the store."""
+@contextmanager
+def store_transaction(args: argparse.Namespace, connector: str | None = None) -> Iterator[Session]:
+    """One transaction on the configured store, for commands that only touch the store (they may
+    run beside a daemon: SQLite's one-process rule is about daemons)."""
     from syncd.daemon import secret
     from syncd.store import db
+    config = load_config_or_fail(args.config)
+    _check_connector(config, connector)
     engine = db.open_engine(secret(config.store.url))
     try:
         db.ensure_schema(engine, auto_upgrade=False)
     except db.SchemaOutOfDate as error:
         raise UsageError(str(error)) from None
-    return engine, db.session_factory(engine)
+    try:
+        with db.transaction(db.session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def _check_connector(config, name: str | None) -> None:
@@ -126,14 +138,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_dead_letters_list(args: argparse.Namespace) -> int:
     from syncd.api.app import dead_letter_json
     from syncd.store import service
-    from syncd.store.db import transaction
-    config = load_config_or_fail(args.config)
-    _check_connector(config, args.connector)
-    engine, sessions = _open_store(config)
-    with transaction(sessions) as session:
-        items = service.dead_letters(session=session, connector=args.connector)
-        rows = [dead_letter_json(item) for item in items]
-    engine.dispose()
+    with store_transaction(args, args.connector) as session:
+        rows = [dead_letter_json(item)
+                for item in service.dead_letters(session=session, connector=args.connector)]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -149,13 +156,10 @@ def cmd_dead_letters_list(args: argparse.Namespace) -> int:
 def cmd_dead_letters_retry(args: argparse.Namespace) -> int:
     from syncd.clock import SystemClock
     from syncd.store import service
-    from syncd.store.db import transaction
     if not args.all and args.id is None:
         raise UsageError("dead-letters retry: give a dead letter's ID or --all")
-    config = load_config_or_fail(args.config)
-    engine, sessions = _open_store(config)
     now = SystemClock().now()
-    with transaction(sessions) as session:
+    with store_transaction(args) as session:
         ids = ([item.id for item in service.dead_letters(session=session)] if args.all
                else [args.id])
         for item_id in ids:
@@ -163,7 +167,6 @@ def cmd_dead_letters_retry(args: argparse.Namespace) -> int:
                 service.retry_dead_letter(session=session, item_id=item_id, now=now)
             except service.NotFound as error:
                 raise UsageError(str(error)) from None
-    engine.dispose()
     print(f"{len(ids)} dead letter(s) queued for another attempt")
     return EXIT_OK
 
@@ -171,14 +174,9 @@ def cmd_dead_letters_retry(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from syncd.clock import SystemClock
     from syncd.store import service
-    from syncd.store.db import transaction
-    config = load_config_or_fail(args.config)
-    _check_connector(config, args.connector)
-    engine, sessions = _open_store(config)
-    with transaction(sessions) as session:
+    with store_transaction(args, args.connector) as session:
         service.set_paused(session=session, connector=args.connector, reason=None,
                            now=SystemClock().now())
-    engine.dispose()
     print(f"{args.connector}: inbound sync resumed; the change that paused it will be applied")
     return EXIT_OK
 

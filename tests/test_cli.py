@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
@@ -15,6 +13,8 @@ import requests
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
 from syncd.store import db
+
+from .support import free_port, wait_until
 
 SYNCD = [sys.executable, "-m", "syncd.cli"]
 
@@ -24,10 +24,6 @@ def syncd(*args: str, env: dict | None = None, timeout: float = 120) -> subproce
                           env={**os.environ, **(env or {})})
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def write_config(folder: Path, store_url: str, *, sn_url="http://127.0.0.1:9", jira_url=None,
@@ -122,16 +118,6 @@ def test_demo_plays_its_story_and_exits(tmp_path):
     assert "is Resolved" in result.stdout
 
 
-def wait_until(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_run_serves_syncs_and_stops_cleanly_on_sigterm(tmp_path):
@@ -144,9 +130,9 @@ def test_run_serves_syncs_and_stops_cleanly_on_sigterm(tmp_path):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: requests.get(f"{base}/readyz", timeout=2).status_code == 200)
+        wait_until("readiness", lambda: requests.get(f"{base}/readyz", timeout=2).status_code == 200)
         sn.human_create({"short_description": "Payments down", "impact": "1", "urgency": "1"})
-        wait_until(lambda: jira.search("project = OPS"))
+        wait_until("the Jira issue", lambda: jira.search("project = OPS"))
         headers = {"Authorization": "Bearer t0ken-for-tests"}
         incidents = requests.get(f"{base}/api/v1/incidents", headers=headers, timeout=5).json()
         assert [i["title"] for i in incidents["incidents"]] == ["Payments down"]
@@ -193,3 +179,18 @@ def test_run_refuses_a_mapping_for_the_wrong_system(tmp_path):
     result = syncd("run", "--config", str(path), env=ENV, timeout=60)
     assert result.returncode == 2
     assert "connectors.servicenow.mapping" in result.stderr and "maps jira" in result.stderr
+
+
+def test_resume_unpauses_a_connector_and_refuses_an_unknown_one(store, tmp_path, clock):
+    from syncd.store import service
+    with store.transaction() as session:
+        service.set_paused(session=session, connector="servicenow", reason="mass change",
+                           now=clock.now())
+    path = write_config(tmp_path, store.url)
+    unknown = syncd("resume", "nosuch", "--config", str(path), env=ENV)
+    assert unknown.returncode == 2 and "no connector named 'nosuch'" in unknown.stderr
+    resumed = syncd("resume", "servicenow", "--config", str(path), env=ENV)
+    assert resumed.returncode == 0, resumed.stderr
+    with store.transaction() as session:
+        cursor = service.get_cursor(session=session, connector="servicenow")
+        assert cursor.paused_reason is None and cursor.accept_mass_change

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from datetime import timedelta
 
 import requests
@@ -21,16 +20,10 @@ from syncd.metrics import WORKER_RESTARTS
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
 
-from .test_cli import ENV, SYNCD, free_port, write_config
+from .support import free_port, wait_until
+from .test_cli import ENV, SYNCD, write_config
 
 
-def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_readiness_reflects_store_auth_and_pause(tmp_path, monkeypatch):
@@ -44,7 +37,7 @@ def test_readiness_reflects_store_auth_and_pause(tmp_path, monkeypatch):
     try:
         daemon.open()
         daemon.start()
-        wait_for(lambda: len(daemon.auth_status) == 2)
+        wait_until("both auth checks", lambda: len(daemon.auth_status) == 2)
         report = daemon.readiness()
         assert report["store"] == "ok" and report["connectors"]["servicenow"]["auth"] == "ok"
         assert not report["ready"] and "jira" in report["connectors"]["jira"]["auth"]
@@ -118,18 +111,18 @@ def test_a_broken_mapping_edit_is_refused_live_and_a_good_one_applied(tmp_path):
         return float(found.group(1)) if found else 0.0
 
     try:
-        wait_for(lambda: reloads("applied") >= 0)
+        wait_until("the daemon to serve", lambda: reloads("applied") >= 0)
         mapping.write_text(original.replace("canonical: title", "canonical: titel", 1))
         process.send_signal(signal.SIGHUP)
-        wait_for(lambda: reloads("rejected") == 1)
+        wait_until("the broken edit to be refused", lambda: reloads("rejected") == 1)
         sn.human_create({"short_description": "still mapped", "impact": "3", "urgency": "3"})
         headers = {"Authorization": "Bearer t0ken-for-tests"}
-        wait_for(lambda: [i["title"] for i in requests.get(
+        wait_until("the old mapping to keep working", lambda: [i["title"] for i in requests.get(
             f"{base}/api/v1/incidents", headers=headers, timeout=2).json()["incidents"]]
             == ["still mapped"])
         mapping.write_text(original.replace("# ", "#  ", 1))
         process.send_signal(signal.SIGHUP)
-        wait_for(lambda: reloads("applied") == 1)
+        wait_until("the good edit to be applied", lambda: reloads("applied") == 1)
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
@@ -19,7 +18,8 @@ from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
 from syncd.store import db, service
 
-from .test_cli import ENV, free_port
+from .support import free_port, wait_until
+from .test_cli import ENV
 
 REPLICAS = 3
 PAIRS = {"P1": ("1", "1"), "P3": ("2", "2")}
@@ -54,16 +54,6 @@ connectors:
     return path
 
 
-def wait_until(what, condition, timeout=90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def poller_holder(engine, connector: str) -> str | None:
