@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.api.conftest import JIRA_SECRET, MAX_BODY_BYTES, SN_SECRET, jira_signature
 
 
@@ -46,23 +44,18 @@ def test_a_signed_jira_delivery_queues_a_hint_that_applies_the_real_change(api_w
     assert incident["priority"] == "P1", "a payload's field values must not be trusted"
 
 
-@pytest.mark.parametrize("name,signature", [
-    ("missing", None),
-    ("another secret", jira_signature(b"{}", "not-the-secret")),
-    ("another body", jira_signature(b'{"issue": {"id": "10001"}}')),
-    ("sha1 scheme", "sha1=" + jira_signature(b"x")[7:]),
-    ("bare hex", None),
-    ("empty", ""),
-])
-def test_a_jira_delivery_without_the_right_signature_is_401_and_queues_nothing(api_world, name,
-                                                                               signature):
+def test_a_jira_delivery_without_the_right_signature_is_401_and_queues_nothing(api_world):
     body = jira_event("10000")
-    if name == "bare hex":
-        signature = jira_signature(body)[len("sha256="):]
-    answer = post_jira(api_world, body, signature=signature)
-    assert answer.status_code == 401, answer.text
-    assert "signature" in answer.json()["detail"].lower() or "X-Hub-Signature" in \
-        answer.json()["detail"]
+    wrong = {"missing": None, "empty": "",
+             "another secret": jira_signature(body, "not-the-secret"),
+             "another body": jira_signature(b'{"issue": {"id": "10001"}}'),
+             "sha1 scheme": "sha1=" + jira_signature(body)[len("sha256="):],
+             "bare hex": jira_signature(body)[len("sha256="):]}
+    for name, signature in wrong.items():
+        answer = post_jira(api_world, body, signature=signature)
+        assert answer.status_code == 401, f"{name}: {answer.status_code} {answer.text}"
+        assert "X-Hub-Signature" in answer.json()["detail"] or \
+            "signature does not match" in answer.json()["detail"], name
     assert api_world.queued_hints() == []
 
 
@@ -72,17 +65,14 @@ def test_a_rejected_delivery_does_not_use_up_its_identifier(api_world):
     assert post_jira(api_world, body, delivery="d-7").json() == {"accepted": 1}
 
 
-@pytest.mark.parametrize("body,reason", [
-    (b"{not json", "not JSON"),
-    (b"", "not JSON"),
-    (b'[{"issue": {"id": "1"}}]', "JSON object"),
-    (b'{"issue": {"key": "OPS-1"}}', "no id"),
-    (b'{"issue": {"id": true}}', "no id"),
-])
-def test_a_malformed_jira_body_is_400_saying_why(api_world, body, reason):
-    answer = post_jira(api_world, body)
-    assert answer.status_code == 400, answer.text
-    assert reason in answer.json()["detail"]
+def test_a_malformed_jira_body_is_400_saying_why(api_world):
+    for body, reason in [(b"{not json", "not JSON"), (b"", "not JSON"),
+                         (b'[{"issue": {"id": "1"}}]', "JSON object"),
+                         (b'{"issue": {"key": "OPS-1"}}', "no id"),
+                         (b'{"issue": {"id": true}}', "no id")]:
+        answer = post_jira(api_world, body)
+        assert answer.status_code == 400, f"{body!r}: {answer.status_code} {answer.text}"
+        assert reason in answer.json()["detail"], body
     assert api_world.queued_hints() == []
 
 
@@ -156,13 +146,13 @@ def test_a_servicenow_business_rule_with_the_shared_secret_is_accepted(api_world
     assert api_world.api("GET", "/api/v1/incidents/1").json()["status"] == "acknowledged"
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-Syncd-Webhook-Secret": "guess"},
-                                     {"X-Syncd-Webhook-Secret": SN_SECRET[:-1]},
-                                     {"X-Hub-Signature": jira_signature(b'{"sys_id": "x"}')},
-                                     {"X-Syncd-Webhook-Secret": JIRA_SECRET}])
-def test_a_servicenow_delivery_without_the_shared_secret_is_401(api_world, headers):
-    answer = api_world.client.post("/webhooks/servicenow", content=b'{"sys_id": "x"}',
-                                   headers=headers)
-    assert answer.status_code == 401
-    assert "X-Syncd-Webhook-Secret" in answer.json()["detail"]
+def test_a_servicenow_delivery_without_the_shared_secret_is_401(api_world):
+    body = b'{"sys_id": "x"}'
+    for headers in [{}, {"X-Syncd-Webhook-Secret": "guess"},
+                    {"X-Syncd-Webhook-Secret": SN_SECRET[:-1]},
+                    {"X-Hub-Signature": jira_signature(body)},
+                    {"X-Syncd-Webhook-Secret": JIRA_SECRET}]:
+        answer = api_world.client.post("/webhooks/servicenow", content=body, headers=headers)
+        assert answer.status_code == 401, headers
+        assert "X-Syncd-Webhook-Secret" in answer.json()["detail"]
     assert api_world.queued_hints() == []
