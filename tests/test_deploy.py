@@ -416,3 +416,30 @@ def test_the_container_image_is_python_311_slim_running_syncd_run_as_a_non_root_
     assert user and user[-1].split(":")[0] not in ("0", "root")
     assert 'ENTRYPOINT ["syncd"]' in final
     assert 'CMD ["run"]' in final
+
+
+# -- the operator documentation ------------------------------------------------------------------
+
+DOCS = DEPLOY.parent / "docs"
+
+
+def test_operations_doc_explains_every_metric_and_every_alert():
+    text = (DOCS / "operations.md").read_text()
+    metric_names = [metric._name + ("_total" if metric._type == "counter" else "")
+                    for metric in vars(metrics).values() if isinstance(metric, MetricWrapperBase)]
+    missing = [name for name in metric_names + list(rule_expressions()) if f"`{name}`" not in text]
+    assert missing == []
+
+
+def test_the_getting_started_config_is_valid(tmp_path):
+    text = (DOCS / "getting-started.md").read_text()
+    example = next(block for block in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+                   if "connectors:" in block)
+    (tmp_path / "syncd.yaml").write_text(example)
+    (tmp_path / "mappings").mkdir()
+    for system in ("servicenow", "jira"):
+        shutil.copy(default_mapping_path(system), tmp_path / "mappings" / f"{system}.yaml")
+    environ = {name: "x" for name in re.findall(r"\$\{(\w+)\}", example)}
+    config = load_config(tmp_path / "syncd.yaml", environ=environ)
+    assert set(config.connectors) == {"servicenow", "jira"}
+    assert config.warnings == []
