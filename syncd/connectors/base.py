@@ -71,6 +71,16 @@ class Ref:
 
 
 @dataclass(frozen=True)
+class RemoteComment:
+    remote_id: str
+    channel: str                   # ServiceNow "work_notes" / "comments"; Jira "comment"
+    body: str
+    author: str | None
+    created_at: datetime
+    restricted: bool = False       # Jira comment with a visibility restriction
+
+
+@dataclass(frozen=True)
 class RemoteRecord:
     remote_id: str                 # ServiceNow sys_id, Jira issue id
     key: str                       # INC0010001, OPS-12
@@ -79,16 +89,9 @@ class RemoteRecord:
     updated_at: datetime           # aware UTC
     fields: Mapping[str, Any]
     correlation_id: str | None = None
-
-
-@dataclass(frozen=True)
-class RemoteComment:
-    remote_id: str
-    channel: str                   # ServiceNow "work_notes" / "comments"; Jira "comment"
-    body: str
-    author: str | None
-    created_at: datetime
-    restricted: bool = False       # Jira comment with a visibility restriction
+    # Every comment of the record, oldest first, when the read that produced the record carried
+    # them all (Jira's ``comment`` field); None when unknown, and the engine asks list_comments.
+    comments: tuple[RemoteComment, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,11 @@ class Connector(abc.ABC):
         """Create a record carrying the correlation id, so a retry can find it instead of duplicating."""
 
     @abc.abstractmethod
-    def update(self, remote_id: str, fields: Mapping[str, Any]) -> RemoteRecord:
-        """Write the given fields; returns the record as it is after the write."""
+    def update(self, remote_id: str, fields: Mapping[str, Any]) -> RemoteRecord | None:
+        """Write the given fields. Returns the record as it is after the write when the write's
+        answer carries it (ServiceNow's PATCH), else None rather than paying another request to
+        re-read it (Jira's PUT answers 204): the engine records what it wrote in the link's
+        shadow and confirms the version at the next read, so it never needs this answer."""
 
     @abc.abstractmethod
     def add_comment(self, remote_id: str, body: str, *, channel: str) -> RemoteComment:

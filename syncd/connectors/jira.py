@@ -22,10 +22,12 @@ Conventions a Jira admin needs to know:
   transition; ``resolution`` travels with that transition when both are written together.
 
 HTTP requests per call, as measured against the simulator (label correlation; the server info and
-field list are read once per process): create = POST + re-read (2); update of plain fields = PUT +
-re-read (2), one more GET when it writes ``labels``; status change = read + POST transition +
-re-read (3), plus one ``GET transitions`` the first time a (project, issue type, from-status) is
-met; create into a later status = 2 + transition + re-read (4, or 5 uncached).
+field list are read once per process): create = POST + re-read (2); update of plain fields = one
+PUT (1), one more GET when it writes ``labels``; status change = read + POST transition (2), plus
+one ``GET transitions`` the first time a (project, issue type, from-status) is met; create into a
+later status = 2 + transition + re-read (4, or 5 uncached). ``update`` returns None: the engine
+does not need the issue read back (see Connector.update). Issues read by polls and ``fetch`` carry
+their comments (the ``comment`` field), so the engine needs no ``list_comments`` call for them.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ CORRELATION_PROPERTY = "syncd"
 COMMENT_CHANNEL = "comment"
 STANDARD_FIELDS = ("summary", "description", "priority", "status", "resolution", "labels",
                    "assignee", "reporter", "issuetype", "project", "created", "updated")
+# Read with every issue so the engine gets its comments without a list_comments call each.
+COMMENT_FIELD = "comment"
 JQL_TIME_FORMAT = "%Y/%m/%d %H:%M"
 DEPLOYMENTS = ("auto", "cloud", "server")
 CORRELATIONS = ("label", "property")
@@ -101,6 +105,11 @@ def flatten_value(value: Any) -> Any:
         if key in value:
             return value[key]
     return value
+
+
+def _oldest_first(comments: Iterable[RemoteComment]) -> list[RemoteComment]:
+    return sorted(comments, key=lambda c: (c.created_at, int(c.remote_id)
+                                           if c.remote_id.isdigit() else 0))
 
 
 def _seen_entry(remote_id: str, version: str) -> str:
@@ -279,7 +288,7 @@ class JiraConnector(Connector):
             extra = [f.id for f in catalogue.values() if f.custom]
         else:
             extra = [self._field_id(name).id for name in self.fields_to_read]
-        return list(dict.fromkeys([*STANDARD_FIELDS, *extra]))
+        return list(dict.fromkeys([*STANDARD_FIELDS, *extra, COMMENT_FIELD]))
 
     def _properties_param(self) -> str | None:
         return CORRELATION_PROPERTY if self.correlation == "property" else None
@@ -288,7 +297,8 @@ class JiraConnector(Connector):
     def _record(self, raw: Mapping[str, Any]) -> RemoteRecord:
         """A search or GET answer's issue as a RemoteRecord (see the module docstring)."""
         key = raw.get("key") or raw.get("id")
-        fields = raw.get("fields") or {}
+        fields = dict(raw.get("fields") or {})
+        comments = self._embedded_comments(fields.pop(COMMENT_FIELD, None))
         version = fields.get("updated")
         if not isinstance(version, str):
             raise PermanentRemoteError(self.name, f"issue {key} came without its 'updated' field")
@@ -317,7 +327,18 @@ class JiraConnector(Connector):
                 correlation_id = prop.get("correlationId")
         return RemoteRecord(remote_id=str(raw["id"]), key=str(raw.get("key")),
                             url=f"{self.server_url}/browse/{raw.get('key')}", version=version,
-                            updated_at=updated_at, fields=flat, correlation_id=correlation_id)
+                            updated_at=updated_at, fields=flat, correlation_id=correlation_id,
+                            comments=comments)
+
+    def _embedded_comments(self, page: Any) -> tuple[RemoteComment, ...] | None:
+        """The comments an issue read carried, when it carried them all (Jira caps the embedded
+        list; a partial one is None and the engine reads them with list_comments)."""
+        if not isinstance(page, Mapping) or not isinstance(page.get("comments"), list):
+            return None
+        listed = page["comments"]
+        if int(page.get("total", len(listed))) > len(listed):
+            return None
+        return tuple(_oldest_first(self._comment(raw) for raw in listed))
 
     def _search_page(self, jql: str, fields: list[str], position: str | int | None
                      ) -> tuple[list[dict[str, Any]], str | int | None]:
@@ -535,7 +556,9 @@ class JiraConnector(Connector):
             record = self._fetch_existing(remote_id)
         return record
 
-    def update(self, remote_id: str, fields: Mapping[str, Any]) -> RemoteRecord:
+    def update(self, remote_id: str, fields: Mapping[str, Any]) -> None:
+        """PUT the plain fields and move the status through its transition. The issue is not read
+        back (Jira's PUT answers 204; see Connector.update)."""
         plain = dict(fields)
         target_status = plain.pop("status", None)
         if "status" in fields and target_status is None:
@@ -557,7 +580,6 @@ class JiraConnector(Connector):
             self._call("update", put)
         if target_status is not None:
             self._transition(remote_id, target_status, resolution)
-        return self._fetch_existing(remote_id)
 
     def _transitions_from(self, remote_id: str, state: tuple[str, str, str]
                           ) -> tuple[list[_Transition], bool]:
@@ -661,8 +683,7 @@ class JiraConnector(Connector):
             comments += [self._comment(raw) for raw in page]
             if len(page) < self.page_size:
                 break
-        return sorted(comments, key=lambda c: (c.created_at, int(c.remote_id)
-                                               if c.remote_id.isdigit() else 0))
+        return _oldest_first(comments)
 
     # -- auth and webhooks -------------------------------------------------------------------
     def check_auth(self) -> None:

@@ -251,6 +251,9 @@ class InboundSync:
         return result
 
     def _comments(self, runtime: ConnectorRuntime, record: RemoteRecord) -> list[RemoteComment]:
+        """The record's comments: those its read already carried, else one list_comments call."""
+        if record.comments is not None:
+            return list(record.comments)
         return runtime.connector.list_comments(record.remote_id)
 
     def _unlinked(self, session: Session, runtime: ConnectorRuntime, record: RemoteRecord,

@@ -77,3 +77,13 @@ def test_comments_and_work_notes_cross_both_ways_exactly_once(world):
     with world.store.transaction() as session:
         bodies = [c.body for c in service.comments(session=session, incident_id=1)]
     assert sorted(bodies) == ["replica lag is 0 now", "restarting the primary"]
+
+
+def test_a_jira_comment_arrives_with_its_issue_and_costs_no_comment_list_read(world):
+    sys_id = raise_sn_incident(world)
+    world.settle()
+    world.jira.clear_request_log()
+    world.jira.human_comment(world.link("jira").remote_key, "failover done")
+    world.settle()
+    assert "failover done" in [e["value"] for e in world.sn.journal(sys_id)]
+    assert world.jira.count_requests("GET", r"/comment$") == 0
