@@ -203,7 +203,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_mappings_preview(args: argparse.Namespace) -> int:
+    """Read one record and show what syncd would make of it, without touching the store."""
     from syncd.clock import SystemClock
+    from syncd.connectors.base import Ref, RemoteError
     from syncd.daemon import build_connector, seconds
     from syncd.mapping import MappingError, UnmappableValue, load_mapping
     config = load_config_or_fail(args.config)
@@ -217,22 +219,36 @@ def cmd_mappings_preview(args: argparse.Namespace) -> int:
                                 overlap=timedelta(seconds=seconds(config.sync.poll_overlap)))
     try:
         record = connector.fetch(args.remote_key)
+    except RemoteError as error:
+        print(f"syncd: cannot read {args.remote_key!r}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         connector.close()
     if record is None:
-        raise UsageError(f"{args.connector}: no record {args.remote_key!r}")
+        example = ("a number such as INC0010001 or a sys_id" if settings.type == "servicenow"
+                   else "an issue key such as OPS-12 or an issue id")
+        raise UsageError(f"{args.connector} ({settings.url}) has no record {args.remote_key!r}; "
+                         f"give {example}")
+    # A preview has no incident: templates see this placeholder number, id and URL.
+    placeholders = {"number": "SYN-0", "id": 0, "url": "/api/v1/incidents/0"}
     try:
         canonical = mapping.to_canonical(record.fields)
-        outbound = mapping.to_remote(canonical, context={**canonical, "number": "SYN-0", "id": 0,
-                                                         "url": "/api/v1/incidents/0"},
+        outbound = mapping.to_remote(canonical, context={**canonical, **placeholders},
                                      creating=False)
     except UnmappableValue as error:
-        print(f"{args.connector} {record.key}: cannot be mapped: {error}", file=sys.stderr)
+        print(f"syncd: {args.connector} {record.key} cannot be mapped: {error}", file=sys.stderr)
         return EXIT_FAILURE
+
+    def plain(value):
+        if isinstance(value, Ref):
+            return {"reference": {"match": value.match, "value": value.value}}
+        return str(value)
+
     print(json.dumps({"remote": {"key": record.key, "version": record.version,
                                  "fields": record.fields},
                       "canonical": canonical,
-                      "outbound_writes": outbound}, indent=2, default=str))
+                      "outbound_writes": outbound,
+                      "template_placeholders": placeholders}, indent=2, default=plain))
     return EXIT_OK
 
 
