@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 from itertools import product
-import pytest
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from syncd.api.app import ApiSettings, create_app
 from tests.api.conftest import API_TOKEN, OTHER_TOKEN
 
 API_CALLS = [("GET", "/api/v1/incidents"), ("POST", "/api/v1/incidents"),
@@ -105,3 +106,12 @@ def test_the_openapi_document_lists_every_path_of_the_http_contract(api_world):
                 assert operation.get("security"), f"{method.upper()} {path} does not declare auth"
     schemes = document["components"]["securitySchemes"].values()
     assert any(s.get("scheme", "").lower() == "bearer" for s in schemes)
+
+
+def test_with_no_configured_token_every_api_call_is_refused(api_world):
+    app = create_app(api_world.engine, ApiSettings(api_tokens=[""]))
+    with TestClient(app) as client:
+        for authorization in ("Bearer ", "Bearer x", f"Bearer {API_TOKEN}"):
+            answer = client.get("/api/v1/incidents", headers={"Authorization": authorization})
+            assert answer.status_code == 401, authorization
+        assert client.get("/healthz").status_code == 200
