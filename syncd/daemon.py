@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 AUTH_RECHECK_SECONDS = 60.0
 MAPPING_RELOAD_SECONDS = 2.0
+SHUTDOWN_SECONDS = 30.0      # below systemd's and Kubernetes' stop timeouts in deploy/
 
 
 class StartupError(Exception):
@@ -248,13 +249,15 @@ class Daemon:
         self.stop()
 
     def stop(self) -> None:
+        """A clean stop within SHUTDOWN_SECONDS: workers finish or hand back what they hold."""
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
         self._stop.set()
         if self.engine is not None:
-            self.engine.stop(timeout=20)
+            self.engine.stop(timeout=SHUTDOWN_SECONDS - 5)
         if self.http_server is not None:
             self.http_server.should_exit = True
         for thread in self._threads:
-            thread.join(10)
+            thread.join(max(0.0, deadline - time.monotonic()))
         if self.engine is not None:
             for runtime in self.engine.runtimes.values():
                 runtime.connector.close()

@@ -19,7 +19,9 @@ REMOTE_REQUEST_SECONDS = Histogram(
     ["connector", "operation"], registry=REGISTRY,
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 SYNC_LAG_SECONDS = Gauge(
-    "syncd_sync_lag_seconds", "Age of the newest remote change not yet applied, per connector.",
+    "syncd_sync_lag_seconds",
+    "Seconds since the connector's last completed poll: how stale the store's view of it may be "
+    "(grows while polls fail or the connector is paused).",
     ["connector"], registry=REGISTRY)
 OUTBOX_PENDING = Gauge(
     "syncd_outbox_pending", "Outbox rows waiting to be delivered, per connector.",

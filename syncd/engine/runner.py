@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Mapping
@@ -23,7 +24,8 @@ from syncd.engine.outbox import OutboxDelivery
 from syncd.engine.ownership import PollerOwnership
 from syncd.engine.runtime import ConnectorRuntime
 from syncd.engine.sync import InboundSync
-from syncd.metrics import DEAD_LETTERS, OUTBOX_PENDING, WORKER_RESTARTS
+from syncd.metrics import (CONNECTOR_PAUSED, DEAD_LETTERS, OUTBOX_PENDING, SYNC_LAG_SECONDS,
+                           WORKER_RESTARTS)
 from syncd.store import service
 from syncd.store.db import transaction
 
@@ -65,6 +67,7 @@ class Engine:
         self.incidents = IncidentActions(sessions=sessions, runtimes=self.runtimes, clock=clock)
         self.hints: queue.Queue[tuple[str, str]] = queue.Queue()
         self._work_ready = threading.Event()
+        self._poll_now = {name: threading.Event() for name in self.runtimes}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -120,7 +123,8 @@ class Engine:
 
     def _apply_hint(self, connector: str, remote_id: str) -> None:
         try:
-            self.inbound.apply_hint(connector, remote_id)
+            if self.inbound.apply_hint(connector, remote_id).outcome == "unknown":
+                self._poll_now[connector].set()       # a new record: poll now, not in 15 s
         except RemoteError as error:
             # The poll will see the change anyway; a hint is an accelerator, not the only path.
             log.warning("webhook hint could not be read", extra={
@@ -128,12 +132,19 @@ class Engine:
         self._work_ready.set()
 
     def update_gauges(self) -> None:
+        """Gauges are read from the store, so every replica reports the same truth."""
+        now = self.clock.now()
         with transaction(self.sessions) as session:
             counts = service.outbox_counts(session=session)
-        for name in self.runtimes:
+            cursors = {name: service.get_cursor(session=session, connector=name)
+                       for name in self.runtimes}
+        for name, cursor in cursors.items():
             OUTBOX_PENDING.labels(name).set(counts.get((name, "pending"), 0)
                                             + counts.get((name, "in_flight"), 0))
             DEAD_LETTERS.labels(name).set(counts.get((name, "dead"), 0))
+            CONNECTOR_PAUSED.labels(name).set(1 if cursor and cursor.paused_reason else 0)
+            if cursor and cursor.last_poll_at:
+                SYNC_LAG_SECONDS.labels(name).set(max(0.0, (now - cursor.last_poll_at).total_seconds()))
 
     # -- threads ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -146,11 +157,14 @@ class Engine:
         self._spawn("gauges", self._gauge_loop)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming work and let in-flight deliveries finish (bounded by ``timeout``)."""
+        """Stop claiming work and let in-flight deliveries finish, all within ``timeout``."""
         self._stop.set()
         self._work_ready.set()
+        for event in self._poll_now.values():
+            event.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
 
     def alive_workers(self) -> dict[str, bool]:
@@ -185,7 +199,8 @@ class Engine:
                             self.reconcile_after_downtime(name)
                             checked_downtime = True
                         self.poll(name)
-                    self._stop.wait(runtime.poll_interval.total_seconds())
+                    self._poll_now[name].wait(runtime.poll_interval.total_seconds())
+                    self._poll_now[name].clear()
             finally:
                 if owner is not None:
                     owner.release()

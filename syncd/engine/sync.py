@@ -21,7 +21,7 @@ from syncd.connectors.base import RemoteComment, RemoteRecord, SyncCursor
 from syncd.engine.propagation import propagate_comment, propagate_fields, propagate_new_incident
 from syncd.engine.runtime import ConnectorRuntime, incident_id_from_correlation
 from syncd.mapping import UnmappableValue
-from syncd.metrics import CONFLICTS, CONNECTOR_PAUSED, SYNC_CHANGES, SYNC_LAG_SECONDS
+from syncd.metrics import CONFLICTS, SYNC_CHANGES
 from syncd.store import service
 from syncd.store.db import transaction
 from syncd.store.models import Incident, Link
@@ -33,7 +33,7 @@ APPLY_ATTEMPTS = 3
 
 @dataclass
 class ApplyResult:
-    outcome: str                         # applied, unchanged, created, ignored, dead_letter
+    outcome: str         # applied, unchanged, created, adopted, ignored, unknown, dead_letter
     incident_id: int | None = None
     changed: dict[str, Any] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)
@@ -72,10 +72,6 @@ class InboundSync:
             service.save_cursor(session=session, connector=connector_name,
                                 watermark=next_cursor.watermark, seen=next_cursor.seen,
                                 now=self.clock.now())
-        if records:
-            newest = max(record.updated_at for record in records)
-            SYNC_LAG_SECONDS.labels(connector_name).set(
-                max(0.0, (self.clock.now() - newest).total_seconds()))
         return len(records)
 
     def reconcile(self, connector_name: str, *, batch: int = 200) -> dict[str, int]:
@@ -134,14 +130,12 @@ class InboundSync:
         with transaction(self.sessions) as session:
             service.set_paused(session=session, connector=connector_name, reason=reason,
                                now=self.clock.now())
-        CONNECTOR_PAUSED.labels(connector_name).set(1)
         log.error("connector paused", extra={"connector": connector_name, "reason": reason})
 
     def resume(self, connector_name: str) -> None:
         with transaction(self.sessions) as session:
             service.set_paused(session=session, connector=connector_name, reason=None,
                                now=self.clock.now())
-        CONNECTOR_PAUSED.labels(connector_name).set(0)
         log.info("connector resumed", extra={"connector": connector_name})
 
     def _really_changed(self, session: Session, connector_name: str,
@@ -170,6 +164,13 @@ class InboundSync:
         A paused connector takes no hints either; the poll after the operator's resume catches up."""
         if self.paused_reason(connector_name):
             return ApplyResult("ignored")
+        with transaction(self.sessions) as session:
+            known = service.find_link(session=session, connector=connector_name,
+                                      remote_id=remote_id) is not None
+        if not known:
+            # A record syncd does not mirror yet: only the poll, which applies the connector's
+            # filter or JQL, may decide that it should create an incident.
+            return ApplyResult("unknown")
         record = self.runtimes[connector_name].connector.fetch(remote_id)
         if record is None:
             return ApplyResult("ignored")

@@ -822,8 +822,8 @@ class JiraSimulator(Simulator):
             for rid, rname, _ in RESOLUTIONS:
                 if ref in (rid, rname):
                     return rname
-            raise JiraError(400, errors={"resolution": f"Could not find valid 'id' or 'name' in "
-                                                       f"resolution object."})
+            raise JiraError(400, errors={"resolution": "Could not find valid 'id' or 'name' in "
+                                                       "resolution object."})
         custom = self._custom_field(field)
         if custom is not None:
             if value is None:

@@ -119,3 +119,14 @@ def test_a_record_that_maps_again_closes_its_old_dead_letter(world):
     with world.store.transaction() as session:
         assert service.dead_letters(session=session) == []
         assert [i.status for i in service.list_incidents(session=session)] == ["triggered"]
+
+
+def test_a_webhook_for_a_record_not_yet_mirrored_leaves_creation_to_the_poll(world):
+    """Only the poll applies the connector's filter, so only the poll may create an incident."""
+    sys_id = world.sn.human_create({"short_description": "new", "impact": "3", "urgency": "3"})["sys_id"]
+    world.engine.hint("servicenow", sys_id)
+    assert world.engine.drain_hints() == 1
+    with world.store.transaction() as session:
+        assert service.list_incidents(session=session) == []
+    world.engine.poll("servicenow")
+    assert world.incident().title == "new"
