@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 
 class RemoteError(Exception):
@@ -119,6 +119,21 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def fetch(self, remote_id: str) -> RemoteRecord | None:
         """One record by remote id (or key), None when it does not exist."""
+
+    def fetch_many(self, remote_ids: Sequence[str]) -> list[RemoteRecord]:
+        """The records that exist among ``remote_ids`` (webhook hints drained as a batch).
+        Connectors that can read several records (and their comments) in one request override this."""
+        return [record for record in map(self.fetch, remote_ids) if record is not None]
+
+    # Whether a create's or update's answer is the record exactly as our write left it, with
+    # nothing else in between (ServiceNow answers the write with the record it just saved). Then
+    # the engine may trust the answer's version instead of confirming it at the next read.
+    writes_answer_exact_record: bool = False
+
+    def version_follows(self, previous: str, current: str) -> bool:
+        """True when ``current`` is the version right after ``previous`` (or the same one): the
+        write we just made was the only change. Only meaningful with sequential versions."""
+        return False
 
     @abc.abstractmethod
     def find_by_correlation(self, correlation_id: str) -> RemoteRecord | None:

@@ -79,6 +79,15 @@ class ServiceNowConnector(Connector):
 
     Thread-safe: pysnow objects are made per call; the reference cache has a lock."""
 
+    # A POST or PATCH answers with the record as that write saved it, and sys_mod_count counts
+    # every save: the engine can tell from the answer alone that nothing else happened.
+    writes_answer_exact_record = True
+
+    def version_follows(self, previous: str, current: str) -> bool:
+        if not (previous.isdigit() and current.isdigit()):
+            return False
+        return int(current) - int(previous) in (0, 1)
+
     def __init__(self, name: str, *, url: str, username: str, password: str,
                  table: str = "incident", filter: str = "", page_size: int = 500,
                  fields_to_read: Sequence[str] | None = None,

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.clock import Clock
-from syncd.connectors.base import RemoteError
+from syncd.connectors.base import RemoteError, RemoteRecord
 from syncd.engine.runtime import ConnectorRuntime, correlation_id, template_context
 from syncd.mapping import UnmappableValue
 from syncd.metrics import SYNC_CHANGES
@@ -84,11 +84,14 @@ class OutboxDelivery:
         mapping = runtime.mapping()
         correlation = correlation_id(incident.id)
         record = runtime.connector.find_by_correlation(correlation)
+        version = None
         if record is None:
             remote_fields = mapping.to_remote(values, context=template_context(incident), creating=True)
             record = runtime.connector.create(remote_fields, correlation_id=correlation)
             written = {name: value for name, value in values.items()
                        if name in mapping.canonical_fields_out}
+            if runtime.connector.writes_answer_exact_record:
+                version = record.version
         else:
             log.info("adopting a record created before a crash",
                      extra={"connector": runtime.name, "incident": incident.id,
@@ -99,7 +102,7 @@ class OutboxDelivery:
         with transaction(self.sessions) as session:
             service.create_link(session=session, incident_id=incident.id, connector=runtime.name,
                                 remote_id=record.remote_id, remote_key=record.key,
-                                remote_url=record.url, remote_version=None, shadow=shadow,
+                                remote_url=record.url, remote_version=version, shadow=shadow,
                                 now=self.clock.now())
             service.append_timeline(session=session, incident_id=incident.id, at=self.clock.now(),
                                     kind="linked", actor=None, source=runtime.name,
@@ -125,22 +128,35 @@ class OutboxDelivery:
         # Only fields this mapping writes: a read-only field's shadow must stay what the remote has.
         changed = {name: values.get(name) for name in names
                    if name in mapping.canonical_fields_out and shadow.get(name) != values.get(name)}
+        answer = None
         if changed:
             remote_fields = mapping.to_remote(changed, context=template_context(incident),
                                               creating=False)
             if remote_fields:
-                runtime.connector.update(link.remote_id, remote_fields)
+                answer = runtime.connector.update(link.remote_id, remote_fields)
                 self._hook(item)
         with transaction(self.sessions) as session:
             current = service.find_link(session=session, connector=runtime.name,
                                         remote_id=link.remote_id)
             if changed and current is not None:
-                # The remote now holds what we wrote; the version is left for the next read to
-                # confirm, so a human edit that raced our write is still seen as a change.
+                # The remote now holds what we wrote. Its version is trusted only when the answer
+                # proves our write was the only change since the version we knew; otherwise the
+                # next read confirms it, so a human edit that raced our write is still seen.
                 service.record_remote_state(session=session, link=current,
                                             shadow={**(current.shadow or {}), **changed},
-                                            remote_version=None, now=self.clock.now())
+                                            remote_version=self._trusted_version(
+                                                runtime, current.remote_version, answer),
+                                            now=self.clock.now())
             service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
+
+    @staticmethod
+    def _trusted_version(runtime: ConnectorRuntime, known: str | None,
+                         answer: RemoteRecord | None) -> str | None:
+        connector = runtime.connector
+        if (answer is not None and known is not None and connector.writes_answer_exact_record
+                and connector.version_follows(known, answer.version)):
+            return answer.version
+        return None
 
     def _comment(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
         comment_id = item.fields["comment_id"]
