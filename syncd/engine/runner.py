@@ -111,24 +111,30 @@ class Engine:
         """A webhook said a record changed; the hint worker re-reads it."""
         self.hints.put((connector, remote_id))
 
-    def drain_hints(self) -> int:
-        handled = 0
+    def drain_hints(self, first: tuple[str, str] | None = None) -> int:
+        """Apply every queued hint now (after ``first``, already taken off the queue), as one
+        batch per connector; returns hints taken."""
+        taken: list[tuple[str, str]] = [first] if first else []
         while True:
             try:
-                connector, remote_id = self.hints.get_nowait()
+                taken.append(self.hints.get_nowait())
             except queue.Empty:
-                return handled
-            self._apply_hint(connector, remote_id)
-            handled += 1
+                break
+        by_connector: dict[str, dict[str, None]] = {}
+        for connector, remote_id in taken:
+            by_connector.setdefault(connector, {})[remote_id] = None   # dedupe, keep order
+        for connector, remote_ids in by_connector.items():
+            self._apply_hints(connector, list(remote_ids))
+        return len(taken)
 
-    def _apply_hint(self, connector: str, remote_id: str) -> None:
+    def _apply_hints(self, connector: str, remote_ids: list[str]) -> None:
         try:
-            if self.inbound.apply_hint(connector, remote_id).outcome == "unknown":
-                self._poll_now[connector].set()       # a new record: poll now, not in 15 s
+            if self.inbound.apply_hints(connector, remote_ids):
+                self._poll_now[connector].set()       # new records: poll now, not in 15 s
         except RemoteError as error:
             # The poll will see the change anyway; a hint is an accelerator, not the only path.
-            log.warning("webhook hint could not be read", extra={
-                "connector": connector, "remote_id": remote_id, "error": str(error)})
+            log.warning("webhook hints could not be read", extra={
+                "connector": connector, "hints": len(remote_ids), "error": str(error)})
         self._work_ready.set()
 
     def update_gauges(self) -> None:
@@ -230,21 +236,23 @@ class Engine:
         return True
 
     def _hint_loop(self) -> None:
+        """Wait for a hint, then take it with every other one queued meanwhile as one batch."""
         while not self._stop.is_set():
             try:
-                connector, remote_id = self.hints.get(timeout=0.5)
+                first = self.hints.get(timeout=0.5)
             except queue.Empty:
                 continue
-            self._apply_hint(connector, remote_id)
+            self.drain_hints(first)
 
     def _outbox_loop(self, worker: str) -> Callable[[], None]:
         def loop() -> None:
             while not self._stop.is_set():
+                # Clear before looking, so a wake-up that arrives while we look is not lost.
+                self._work_ready.clear()
                 if self.outbox.deliver_due(worker, limit=self.settings.outbox_batch,
                                            stopping=self._stop.is_set):
                     continue
                 self._work_ready.wait(self.settings.outbox_idle_wait)
-                self._work_ready.clear()
         return loop
 
     def _gauge_loop(self) -> None:

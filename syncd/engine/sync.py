@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -159,22 +159,27 @@ class InboundSync:
                 changed += 1
         return changed
 
-    def apply_hint(self, connector_name: str, remote_id: str) -> ApplyResult:
-        """A webhook said this record changed: re-read it and apply what it really holds now.
-        A paused connector takes no hints either; the poll after the operator's resume catches up."""
+    def apply_hints(self, connector_name: str, remote_ids: Sequence[str]) -> list[str]:
+        """Webhooks said these records changed: re-read them (in one batch where the connector
+        can) and apply what they really hold now. Returns the ids syncd does not mirror yet: only
+        the poll, which applies the connector's filter or JQL, may create incidents from them.
+        A paused connector takes no hints; the poll after the operator's resume catches up."""
         if self.paused_reason(connector_name):
-            return ApplyResult("ignored")
+            return []
         with transaction(self.sessions) as session:
-            known = service.find_link(session=session, connector=connector_name,
-                                      remote_id=remote_id) is not None
-        if not known:
-            # A record syncd does not mirror yet: only the poll, which applies the connector's
-            # filter or JQL, may decide that it should create an incident.
-            return ApplyResult("unknown")
-        record = self.runtimes[connector_name].connector.fetch(remote_id)
-        if record is None:
-            return ApplyResult("ignored")
-        return self.apply(connector_name, record)
+            known = set(service.links_by_remote_id(session=session, connector=connector_name,
+                                                   remote_ids=list(remote_ids)))
+        self.read_and_apply(connector_name, [r for r in remote_ids if r in known])
+        return [r for r in remote_ids if r not in known]
+
+    def read_and_apply(self, connector_name: str, remote_ids: Sequence[str]
+                       ) -> dict[str, ApplyResult]:
+        """Re-read records by id and apply each; a record that no longer exists is "ignored"."""
+        if not remote_ids:
+            return {}
+        records = self.runtimes[connector_name].connector.fetch_many(list(remote_ids))
+        results = {record.remote_id: self.apply(connector_name, record) for record in records}
+        return {remote_id: results.get(remote_id, ApplyResult("ignored")) for remote_id in remote_ids}
 
     def paused_reason(self, connector_name: str) -> str | None:
         with transaction(self.sessions) as session:
@@ -186,9 +191,9 @@ class InboundSync:
         with transaction(self.sessions) as session:
             pending = [(item.id, item.fields.get("remote_id"))
                        for item in service.pending_inbound(session=session, connector=connector_name)]
+        results = self.read_and_apply(connector_name, [remote_id for _, remote_id in pending])
         for item_id, remote_id in pending:
-            result = self.apply_hint(connector_name, remote_id)
-            if result.outcome != "dead_letter":
+            if results[remote_id].outcome != "dead_letter":
                 with transaction(self.sessions) as session:
                     service.close_inbound(session=session, item_id=item_id, now=self.clock.now())
         return len(pending)

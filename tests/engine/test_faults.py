@@ -145,3 +145,21 @@ def test_a_stopping_worker_hands_back_the_rows_it_has_not_started(world):
     assert states == ["done", "pending", "pending"]
     world.settle()
     assert world.jira.count_requests("POST", r"/issue$") == 3
+
+
+def test_hints_queued_together_are_read_as_one_batch(world):
+    for n in range(3):
+        world.sn.human_create({"short_description": f"outage {n}", "impact": "3", "urgency": "3"})
+    world.settle()
+    asked = []
+    connector = world.engine.runtimes["servicenow"].connector
+    real_fetch_many = connector.fetch_many
+    connector.fetch_many = lambda ids: asked.append(list(ids)) or real_fetch_many(ids)
+    sys_ids = [world.link("servicenow", n).remote_id for n in (1, 2, 3)]
+    for n, sys_id in enumerate(sys_ids):
+        world.sn.human_update(sys_id, {"short_description": f"outage {n} (worse)"})
+        world.engine.hint("servicenow", sys_id)
+        world.engine.hint("servicenow", sys_id)          # a retried delivery
+    assert world.engine.drain_hints() == 6
+    assert asked == [sys_ids]
+    assert [world.incident(n).title for n in (1, 2, 3)] == [f"outage {n} (worse)" for n in range(3)]
