@@ -87,3 +87,18 @@ def test_a_jira_comment_arrives_with_its_issue_and_costs_no_comment_list_read(wo
     world.settle()
     assert "failover done" in [e["value"] for e in world.sn.journal(sys_id)]
     assert world.jira.count_requests("GET", r"/comment$") == 0
+
+
+def test_our_own_servicenow_write_is_known_by_its_version_without_a_read_back(world):
+    sys_id = raise_sn_incident(world)
+    world.settle()
+    world.engine.incidents.update(1, {"priority": "P3"}, actor="carol", source="api")
+    world.engine.deliver_all_due()
+    assert world.link("servicenow").remote_version == world.sn.get_incident(sys_id)["sys_mod_count"]
+    # A human edit between two of our writes breaks the chain: the version is left to the next read.
+    world.sn.human_update(sys_id, {"short_description": "renamed by a human"})
+    world.engine.incidents.update(1, {"priority": "P4"}, actor="carol", source="api")
+    world.engine.deliver_all_due()
+    assert world.link("servicenow").remote_version is None
+    world.settle()
+    assert world.incident().title == "renamed by a human" and world.incident().priority == "P4"
