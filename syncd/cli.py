@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -261,12 +263,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from syncd.simulators.jira import JiraSimulator as simulator_class
         options["deployment"] = args.deployment
     simulator = simulator_class(**{k: v for k, v in options.items() if v is not None})
-    print(f"{args.system} simulator listening on http://{args.host}:{args.port} "
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    simulator.start(args.host, args.port)
+    print(f"{args.system} simulator listening on {simulator.base_url} "
           f"(admin endpoints under /_sim/; Ctrl-C stops)", flush=True)
     try:
-        simulator.serve_forever(args.host, args.port)
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(0.5):
+            pass
+    finally:
+        simulator.stop()          # also writes --state-file
     return EXIT_OK
 
 

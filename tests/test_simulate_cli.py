@@ -100,8 +100,6 @@ def test_simulate_jira_answers_the_jira_client_keeps_its_state_file_and_stops_on
         assert stop(process, signal.SIGINT) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="cmd_simulate handles only SIGINT: SIGTERM kills the "
-                                       "process (exit -15) before the state file is saved")
 @pytest.mark.parametrize("system", ["servicenow", "jira"])
 def test_simulate_stops_cleanly_on_sigterm_and_saves_its_state(tmp_path, system):
     state = tmp_path / f"{system}.json"

@@ -319,15 +319,6 @@ class Simulator:
         self.webhooks.start()
         return self
 
-    def serve_forever(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.start(host, port)
-        try:
-            assert self._thread is not None
-            while self._thread.is_alive():
-                self._thread.join(0.5)
-        finally:
-            self.stop()
-
     def stop(self) -> None:
         self._hang_release.set()
         if self._server is not None:
