@@ -208,6 +208,7 @@ def cmd_mappings_preview(args: argparse.Namespace) -> int:
     """Read one record and show what syncd would make of it, without touching the store."""
     from syncd.clock import SystemClock
     from syncd.connectors.base import Ref, RemoteError
+    from syncd.connectors.http import RetryPolicy
     from syncd.daemon import build_connector, seconds
     from syncd.mapping import MappingError, UnmappableValue, load_mapping
     config = load_config_or_fail(args.config)
@@ -218,7 +219,8 @@ def cmd_mappings_preview(args: argparse.Namespace) -> int:
     except MappingError as error:
         raise UsageError(str(error)) from None
     connector = build_connector(args.connector, settings, clock=SystemClock(),
-                                overlap=timedelta(seconds=seconds(config.sync.poll_overlap)))
+                                overlap=timedelta(seconds=seconds(config.sync.poll_overlap)),
+                                policy=RetryPolicy(max_attempts=1))    # a person is waiting
     try:
         record = connector.fetch(args.remote_key)
     except RemoteError as error:

@@ -47,9 +47,10 @@ def seconds(value: Any) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def build_connector(name: str, settings: Any, *, clock: Clock, overlap: timedelta) -> Connector:
-    """A connector client from its configuration section."""
-    policy = RetryPolicy()
+def build_connector(name: str, settings: Any, *, clock: Clock, overlap: timedelta,
+                    policy: RetryPolicy = RetryPolicy()) -> Connector:
+    """A connector client from its configuration section. Interactive commands pass a policy
+    that gives up quickly; the daemon keeps the patient default."""
     if settings.type == "servicenow":
         from syncd.connectors.servicenow import ServiceNowConnector
         return ServiceNowConnector(

@@ -206,7 +206,7 @@ def _guard(action: Callable[[], Any]) -> Any:
         return action()
     except service.NotFound as error:
         raise HTTPException(404, str(error)) from None
-    except service.VersionConflict as error:
+    except (service.VersionConflict, service.InvalidTransition) as error:
         raise HTTPException(409, str(error)) from None
     except service.StoreError as error:
         raise HTTPException(400, str(error)) from None

@@ -42,9 +42,14 @@ class IncidentActions:
             return diff
 
     def acknowledge(self, incident_id: int, *, actor: str | None, source: str) -> dict:
+        """Acknowledging twice changes nothing; a resolved incident cannot be acknowledged (as in
+        PagerDuty: reopen it by setting its status instead)."""
         with transaction(self.sessions) as session:
             status = service.get_incident(session=session, incident_id=incident_id).status
-        if status != "triggered":
+        if status == "resolved":
+            raise service.InvalidTransition(f"incident {incident_id} is resolved; it cannot be "
+                                            f"acknowledged")
+        if status == "acknowledged":
             return {}
         return self.update(incident_id, {"status": "acknowledged"}, actor=actor, source=source)
 

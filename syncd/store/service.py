@@ -39,6 +39,10 @@ class InvalidField(StoreError):
     pass
 
 
+class InvalidTransition(StoreError):
+    """The incident's status does not allow the action (e.g. acknowledging a resolved one)."""
+
+
 # -- incidents ----------------------------------------------------------------------------------
 
 def validate_fields(fields: Mapping[str, Any]) -> None:

@@ -106,6 +106,10 @@ def test_acknowledging_moves_servicenow_to_in_progress_and_jira_through_its_tran
     assert again.status_code == 200 and again.json()["version"] == incident["version"], \
         "acknowledging twice must change nothing"
 
+    api_world.api("POST", "/api/v1/incidents/1/resolve")
+    refused = api_world.api("POST", "/api/v1/incidents/1/acknowledge")
+    assert refused.status_code == 409 and "is resolved" in refused.json()["detail"]
+
 
 def test_resolving_with_a_resolution_closes_servicenow_and_jira(api_world):
     sys_id = api_world.raise_sn_incident()
