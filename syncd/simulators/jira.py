@@ -505,6 +505,9 @@ class JiraSimulator(Simulator):
     def reset_state(self) -> None:
         with self.lock:
             self.issues: dict[str, dict[str, Any]] = {}      # by id
+            self._ids_by_key: dict[str, str] = {}
+            self._positions: dict[str, int] = {}             # id -> rank in self.issues
+            self._added = 0
             self.next_issue_id = 10000
             self.next_number = {p["key"]: 1 for p in self.projects}
             self.next_comment_id = 10000
@@ -525,11 +528,27 @@ class JiraSimulator(Simulator):
                              f"{', '.join(missing)}; delete the file to start empty")
         with self.lock:
             self.reset_state()
-            self.issues = copy.deepcopy(data["issues"])
+            for issue in copy.deepcopy(data["issues"]).values():
+                self._add_issue(issue)
             self.next_issue_id = data["next_issue_id"]
             self.next_number.update(data["next_number"])
             self.next_comment_id = data["next_comment_id"]
             self.next_history_id = data["next_history_id"]
+
+    # -- the issues and their indexes (by key, and the order a scan meets them) -------------
+    def _add_issue(self, issue: dict[str, Any]) -> None:
+        self._added += 1
+        self._positions[issue["id"]] = self._added
+        self._ids_by_key[issue["key"]] = issue["id"]
+        self.issues[issue["id"]] = issue
+
+    def _drop_issue(self, issue: dict[str, Any]) -> None:
+        del self.issues[issue["id"]]
+        del self._positions[issue["id"]]
+        del self._ids_by_key[issue["key"]]
+
+    def _by_key(self, key: str) -> dict[str, Any] | None:
+        return self.issues.get(self._ids_by_key.get(key.upper(), ""))
 
     # -- lookups -----------------------------------------------------------------------------
     def _authenticated_user(self, request: Request) -> dict[str, str] | None:
@@ -558,9 +577,7 @@ class JiraSimulator(Simulator):
         raise ValueError(f"{role}: no user {name!r}; known: {', '.join(u['name'] for u in self.users)}")
 
     def _issue(self, id_or_key: str) -> dict[str, Any]:
-        issue = self.issues.get(id_or_key)
-        if issue is None:
-            issue = next((i for i in self.issues.values() if i["key"] == id_or_key.upper()), None)
+        issue = self.issues.get(id_or_key) or self._by_key(id_or_key)
         if issue is None:
             raise JiraError(404, [ERROR_NOT_FOUND])
         return issue
@@ -949,7 +966,7 @@ class JiraSimulator(Simulator):
         issue = {"id": issue_id, "key": f"{project['key']}-{number}", "project": project["key"],
                  "fields": stored, "created": now, "updated": now, "statuscategorychangedate": now,
                  "changelog": [], "comments": [], "properties": {}}
-        self.issues[issue_id] = issue
+        self._add_issue(issue)
         self._send_issue_event("jira:issue_created", "issue_created", issue, actor)
         for comment in new_comments:
             self.add_comment(issue, comment, actor)
@@ -1058,7 +1075,7 @@ class JiraSimulator(Simulator):
                                       comment=self.comment_json(issue, comment)))
 
     def delete_issue(self, issue: dict[str, Any], actor: dict[str, str]) -> None:
-        del self.issues[issue["id"]]
+        self._drop_issue(issue)
         self._send_issue_event("jira:issue_deleted", "issue_deleted", issue, actor)
 
     # -- webhooks ----------------------------------------------------------------------------
@@ -1098,7 +1115,9 @@ class JiraSimulator(Simulator):
         if query.where is not None:
             self._validate(query.where)
         sorters = [(self._sort_key(field), descending) for field, descending in query.order_by]
-        matches = list(self.issues.values())
+        matches = None if query.where is None else self._indexed_candidates(query.where)
+        if matches is None:
+            matches = list(self.issues.values())
         if query.where is not None:
             matches = list(filter(self._predicate(query.where, actor), matches))
         if not sorters:
@@ -1109,6 +1128,27 @@ class JiraSimulator(Simulator):
             present.sort(key=lambda pair: pair[0], reverse=descending)
             matches = [i for _, i in present] + [i for k, i in keyed if k is None]
         return matches
+
+    def _indexed_candidates(self, where: Clause | BoolNode) -> list[dict[str, Any]] | None:
+        """The issues an ``id``/``key`` ``=`` or ``in`` clause (alone or ANDed) narrows a validated
+        query to, in the order a scan meets them (the whole query is still tested on them);
+        None when no such clause bounds it."""
+        clauses = (where.children if isinstance(where, BoolNode) and where.op == "and"
+                   else (where,))
+        for clause in clauses:
+            if (not isinstance(clause, Clause) or clause.operator not in ("=", "in")
+                    or any(not isinstance(v, str) or v == "EMPTY" for v in clause.values)):
+                continue
+            kind = self._field_kind(clause.field)[1]
+            if kind == "id":
+                found = [self.issues.get(str(int(v))) for v in clause.values]
+            elif kind == "key":
+                found = [self._by_key(v) for v in clause.values]
+            else:
+                continue
+            unique = {issue["id"]: issue for issue in found if issue is not None}
+            return sorted(unique.values(), key=lambda issue: self._positions[issue["id"]])
+        return None
 
     JQL_FIELDS = {"project": "project", "updated": "updated", "updateddate": "updated",
                   "created": "created", "createddate": "created", "labels": "labels",
@@ -1161,7 +1201,7 @@ class JiraSimulator(Simulator):
             elif kind == "key":
                 if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*-\d+", value):
                     raise JQLError(f"The issue key '{value}' for field '{node.field}' is invalid.")
-                if not any(i["key"] == value.upper() for i in self.issues.values()):
+                if self._by_key(value) is None:
                     raise JQLError(f"An issue with key '{value.upper()}' does not exist for field "
                                    f"'{node.field}'.")
             elif kind == "id":

@@ -65,6 +65,11 @@ RATE_LIMIT_RULE_SYS_ID = "2fd2b5c5db1b2010a3a1e6b0ca96190c"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 NOT_FOUND_DETAIL = "Record doesn't exist or ACL restricts the record retrieval"
 TABLE_PATH = r"/api/now(?:/v[12])?/table/(?P<table>[^/]+)"
+# Fields whose "=" and "IN" conditions are answered from an index instead of a scan of every record
+# (sys_id is the key records are kept by). A poll's hint re-reads and journal reads stay O(1) at
+# 100k incidents.
+INDEXED_FIELDS: Mapping[str, tuple[str, ...]] = {"incident": ("number",),
+                                                 "sys_journal_field": ("element_id",)}
 
 
 class Field(NamedTuple):
@@ -294,6 +299,9 @@ class ServiceNowSimulator(Simulator):
                                            _GROUP_TABLE, _JOURNAL_TABLE)}
         self._ids = random.Random(f"servicenow:{seed}")
         self._records: dict[str, dict[str, dict[str, str]]] = {}
+        self._positions: dict[str, dict[str, int]] = {}           # table -> sys_id -> insert rank
+        self._indexes: dict[str, dict[str, dict[str, dict[str, None]]]] = {}  # table, field, value
+        self._inserted = 0
         self._next_number = 10001
         self.webhooks.configure(webhook_url, webhook_secret)
         with self.lock:
@@ -333,12 +341,15 @@ class ServiceNowSimulator(Simulator):
                 if not isinstance(row, dict) or not isinstance(row.get("sys_id"), str):
                     raise ValueError(f"ServiceNow simulator state: {name}[{index}] has no sys_id")
                 records[name][row["sys_id"]] = {k: str(v) for k, v in row.items()}
-        self._records = records
+        self._clear_records()
+        for name, rows_by_id in records.items():
+            for row in rows_by_id.values():
+                self._store(name, row)
         self._next_number = int(data.get("next_number", 10001))
 
     def reset_state(self) -> None:
         """Forget every record, then seed the people, groups and API accounts again."""
-        self._records = {name: {} for name in self.tables}
+        self._clear_records()
         self._next_number = 10001
         now = self._now()
         seeded = [dict(p) for p in self.people]
@@ -357,7 +368,53 @@ class ServiceNowSimulator(Simulator):
                    sys_updated_by="system", sys_mod_count="0")
         if table == "sys_user":
             row["time_zone"] = row["time_zone"] or "UTC"
-        self._records[table][row["sys_id"]] = row
+        self._store(table, row)
+
+    # -- storage: the records and their indexes, kept in step --------------------------------
+    def _clear_records(self) -> None:
+        self._records = {name: {} for name in self.tables}
+        self._positions = {name: {} for name in self.tables}
+        self._indexes = {name: {field: {} for field in INDEXED_FIELDS.get(name, ())}
+                         for name in self.tables}
+
+    def _store(self, table: str, row: dict[str, str]) -> None:
+        """Insert or replace a record (by its sys_id) and keep the indexes in step."""
+        sys_id = row["sys_id"]
+        previous = self._records[table].get(sys_id)
+        if previous is None:
+            self._inserted += 1
+            self._positions[table][sys_id] = self._inserted
+        for field, index in self._indexes[table].items():
+            value = row.get(field, "")
+            if previous is not None:
+                old = previous.get(field, "")
+                if old == value:
+                    continue
+                self._unindex(index, old, sys_id)
+            index.setdefault(value, {})[sys_id] = None
+        self._records[table][sys_id] = row
+
+    def _remove(self, table: str, sys_id: str) -> None:
+        row = self._records[table].pop(sys_id)
+        del self._positions[table][sys_id]
+        for field, index in self._indexes[table].items():
+            self._unindex(index, row.get(field, ""), sys_id)
+
+    @staticmethod
+    def _unindex(index: dict[str, dict[str, None]], value: str, sys_id: str) -> None:
+        holders = index[value]
+        del holders[sys_id]
+        if not holders:
+            del index[value]
+
+    def _in_table_order(self, table: str, sys_ids: Iterable[str]) -> list[dict[str, str]]:
+        """The records with these sys_ids in the order a scan of the table meets them."""
+        rows, positions = self._records[table], self._positions[table]
+        return [rows[sys_id] for sys_id in sorted(set(sys_ids), key=positions.__getitem__)]
+
+    def _rows_where(self, table: str, field: str, value: str) -> list[dict[str, str]]:
+        """The records whose indexed ``field`` equals ``value``, in table order."""
+        return self._in_table_order(table, self._indexes[table][field].get(value, ()))
 
     # -- Python API for tests and the demo ---------------------------------------------------
     def human_create(self, fields: Mapping[str, Any], user: str = DEFAULT_HUMAN) -> dict[str, str]:
@@ -386,16 +443,14 @@ class ServiceNowSimulator(Simulator):
     def get_incident(self, sys_id_or_number: str) -> dict[str, str] | None:
         """The stored incident (references as sys_ids, journal fields ""), or None."""
         with self.lock:
-            rows = self._records["incident"]
-            row = rows.get(sys_id_or_number) or next(
-                (r for r in rows.values() if r["number"] == sys_id_or_number), None)
+            row = self._records["incident"].get(sys_id_or_number) or next(
+                iter(self._rows_where("incident", "number", sys_id_or_number)), None)
             return dict(row) if row else None
 
     def journal(self, sys_id: str) -> list[dict[str, str]]:
         """The incident's journal entries, oldest first."""
         with self.lock:
-            return [dict(r) for r in self._records["sys_journal_field"].values()
-                    if r["element_id"] == sys_id]
+            return [dict(r) for r in self._rows_where("sys_journal_field", "element_id", sys_id)]
 
     def user_sys_id(self, user_name: str) -> str:
         return self._sys_id_by("sys_user", "user_name", user_name)
@@ -445,12 +500,12 @@ class ServiceNowSimulator(Simulator):
             row.update(sys_created_on=now, sys_created_by=user, sys_mod_count="0")
         else:
             row["sys_mod_count"] = str(int(row["sys_mod_count"] or 0) + 1)
-        self._records[table_name][row["sys_id"]] = row
+        self._store(table_name, row)
         for element, text in notes:
             entry_id = self._new_sys_id()
-            self._records["sys_journal_field"][entry_id] = {
+            self._store("sys_journal_field", {
                 "sys_id": entry_id, "element": element, "element_id": row["sys_id"],
-                "name": table_name, "value": text, "sys_created_on": now, "sys_created_by": user}
+                "name": table_name, "value": text, "sys_created_on": now, "sys_created_by": user})
         if table_name == "incident":
             self._announce(row, "insert" if insert else "update")
         return row
@@ -620,7 +675,7 @@ class ServiceNowSimulator(Simulator):
         self._refuse_journal_write(table)
         with self.lock:
             self._existing(table.name, request.params["sys_id"])
-            del self._records[table.name][request.params["sys_id"]]
+            self._remove(table.name, request.params["sys_id"])
         return Response(204)
 
     @staticmethod
@@ -790,7 +845,8 @@ class ServiceNowSimulator(Simulator):
                     return True
             return False
 
-        rows = list(self._records[table.name].values())
+        candidates = self._indexed_candidates(table.name, query)
+        rows = candidates if candidates is not None else list(self._records[table.name].values())
         if groups:
             rows = list(filter(selected, rows))
         for path, kind, descending in reversed(query.order):
@@ -803,6 +859,36 @@ class ServiceNowSimulator(Simulator):
                 return (0, 0, value)
             rows.sort(key=key, reverse=descending)
         return rows
+
+    def _indexed_candidates(self, table: str, query: Query) -> list[dict[str, str]] | None:
+        """The records an index narrows the query to, in table order (the full conditions are still
+        tested on them); None when some OR-group has no indexed "=" or "IN" condition of its own."""
+        if not query.groups:
+            return None
+        found: list[str] = []
+        for group in query.groups:
+            ids = self._indexed_ids(table, group)
+            if ids is None:
+                return None
+            found += ids
+        return self._in_table_order(table, found)
+
+    def _indexed_ids(self, table: str, group: list[list[Condition]]) -> list[str] | None:
+        for clause in group:
+            if len(clause) != 1:
+                continue                        # an OR of conditions: no single index answers it
+            condition = clause[0]
+            if len(condition.path) != 1 or condition.op not in ("=", "IN"):
+                continue
+            values = condition.value.split(",") if condition.op == "IN" else [condition.value]
+            name = condition.path[0]
+            if name == "sys_id":
+                rows = self._records[table]
+                return [value for value in values if value in rows]
+            index = self._indexes[table].get(name)
+            if index is not None:
+                return [sys_id for value in values for sys_id in index.get(value, ())]
+        return None
 
     def _render(self, table: Table, row: dict[str, str], request: Request) -> dict[str, Any]:
         """A record as the Table API shows it under the request's sysparm_* options."""
@@ -854,7 +940,7 @@ class ServiceNowSimulator(Simulator):
         """A journal field's display value: its entries, newest first, as the form shows them."""
         label = self.tables["incident"].fields[element].label
         names = {r["user_name"]: r["name"] for r in self._records["sys_user"].values()}
-        entries = [r for r in self._records["sys_journal_field"].values()
-                   if r["element_id"] == sys_id and r["element"] == element]
+        entries = [r for r in self._rows_where("sys_journal_field", "element_id", sys_id)
+                   if r["element"] == element]
         return "".join(f"{e['sys_created_on']} - {names.get(e['sys_created_by'], e['sys_created_by'])}"
                        f" ({label})\n{e['value']}\n\n" for e in reversed(entries))
