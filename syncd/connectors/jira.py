@@ -63,6 +63,9 @@ STANDARD_FIELDS = ("summary", "description", "priority", "status", "resolution",
 # Read with every issue so the engine gets its comments without a list_comments call each.
 COMMENT_FIELD = "comment"
 JQL_TIME_FORMAT = "%Y/%m/%d %H:%M"
+# Issue ids per fetch_many search: Jira Cloud makes at most 50 issues of a search read-after-write
+# consistent (``reconcileIssues``), and 50 ids keep the JQL short.
+FETCH_MANY_BATCH = 50
 DEPLOYMENTS = ("auto", "cloud", "server")
 CORRELATIONS = ("label", "property")
 UTC_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Universal", "Zulu", "Etc/Zulu"})
@@ -340,17 +343,20 @@ class JiraConnector(Connector):
             return None
         return tuple(_oldest_first(self._comment(raw) for raw in listed))
 
-    def _search_page(self, jql: str, fields: list[str], position: str | int | None
-                     ) -> tuple[list[dict[str, Any]], str | int | None]:
+    def _search_page(self, jql: str, fields: list[str], position: str | int | None,
+                     reconcile: Sequence[int] = ()) -> tuple[list[dict[str, Any]], str | int | None]:
         """One page of raw issues and where the next page starts (None: last page); not retried.
 
         Cloud: /search/jql with nextPageToken; Server/DC: the old /search with startAt (it answers
-        410 on Cloud). ``fields`` are always explicit: /search/jql returns only ids otherwise."""
+        410 on Cloud). ``fields`` are always explicit: /search/jql returns only ids otherwise.
+        ``reconcile``: issue ids (at most 50) Cloud must show as they are now, not as its
+        eventually consistent index last saw them; Server/DC search is consistent already."""
         properties = self._properties_param()
         if self.is_cloud:
             answer = self._client.enhanced_search_issues(
                 jql, nextPageToken=position or None, maxResults=self.page_size,
-                fields=list(fields), properties=properties, json_result=True)
+                fields=list(fields), properties=properties, json_result=True,
+                reconcileIssues=list(reconcile) or None)
             issues = answer.get("issues") or []
             token = answer.get("nextPageToken")
             return issues, None if answer.get("isLast") or not token else token
@@ -362,13 +368,14 @@ class JiraConnector(Connector):
         start += len(issues)
         return issues, None if not issues or start >= int(answer.get("total") or 0) else start
 
-    def _search_pages(self, jql: str) -> Iterable[list[dict[str, Any]]]:
+    def _search_pages(self, jql: str, *, operation: str = "search", reconcile: Sequence[int] = ()
+                      ) -> Iterable[list[dict[str, Any]]]:
         """Raw issues matching ``jql``, a page at a time, each page one retried operation."""
         fields = self._fields_param()
         position: str | int | None = None
         while True:
-            issues, position = self._call(
-                "search", lambda position=position: self._search_page(jql, fields, position))
+            issues, position = self._call(operation, lambda position=position: self._search_page(
+                jql, fields, position, reconcile))
             yield issues
             if position is None:
                 return
@@ -424,6 +431,26 @@ class JiraConnector(Connector):
         fields = self._fields_param()
         raw = self._call("fetch", lambda: self._read_issue(remote_id, fields))
         return self._record(raw) if raw is not None else None
+
+    def fetch_many(self, remote_ids: Sequence[str]) -> list[RemoteRecord]:
+        """The issues among ``remote_ids`` that exist, in the order asked, with their comments:
+        one search ``id in (...)`` per FETCH_MANY_BATCH ids, where fetch costs a GET each. A
+        deleted id is simply not found (``key in`` would fail the whole search with 400 for one
+        deleted key, so keys, which the engine never hints, are read one by one)."""
+        wanted = list(dict.fromkeys(remote_ids))
+        ids = [r for r in wanted if r.isdigit()]
+        found: dict[str, RemoteRecord] = {}
+        for start in range(0, len(ids), FETCH_MANY_BATCH):
+            batch = ids[start:start + FETCH_MANY_BATCH]
+            jql = f"id in ({', '.join(batch)}) ORDER BY key ASC"
+            for page in self._search_pages(jql, operation="fetch",
+                                           reconcile=[int(i) for i in batch]):
+                found.update((record.remote_id, record) for record in map(self._record, page))
+        for key in (r for r in wanted if not r.isdigit()):
+            record = self.fetch(key)
+            if record is not None:
+                found[key] = record
+        return list({found[r].remote_id: found[r] for r in wanted if r in found}.values())
 
     def _fetch_existing(self, remote_id: str) -> RemoteRecord:
         record = self.fetch(remote_id)

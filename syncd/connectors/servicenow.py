@@ -22,7 +22,7 @@ from requests.auth import HTTPBasicAuth
 
 from syncd.clock import Clock, SystemClock
 from syncd.connectors.base import (Connector, PermanentRemoteError, Ref, RemoteComment,
-                                   RemoteRecord, SyncCursor, WebhookRejected)
+                                   RemoteRecord, SyncCursor, TransientRemoteError, WebhookRejected)
 from syncd.connectors.http import RetryPolicy, call_remote, instrumented_session
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,14 @@ def format_time(value: datetime) -> str:
 
 
 ORDER_BY_UPDATE = "ORDERBYsys_updated_on^ORDERBYsys_id"
-REFERENCE_BATCH = 100      # sys_ids per IN query: keeps the URL well under proxies' limits
+# Values per IN query (records, journals, references): 100 sys_ids keep the URL near 3.5 KB, well
+# under proxies' limits; a poll page of 500 records costs 5 journal reads, not 500.
+IN_QUERY_BATCH = 100
+
+
+def batches(values: Sequence[str]) -> list[Sequence[str]]:
+    """``values`` cut into IN_QUERY_BATCH-sized pieces."""
+    return [values[start:start + IN_QUERY_BATCH] for start in range(0, len(values), IN_QUERY_BATCH)]
 
 
 def and_condition(encoded_query: str, condition: str) -> str:
@@ -150,6 +157,25 @@ class ServiceNowConnector(Connector):
         return self._resource(table).get(query=query, limit=limit, offset=offset,
                                          fields=list(fields)).all()
 
+    def _read_all(self, table: str, query: str, fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Every record matching ``query``, a page at a time (pysnow ignores ``Link``); the query
+        must order the records so that offsets stay stable. Not retried (runs inside _call)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            page = self._query(table, query, limit=self.page_size, offset=len(rows), fields=fields)
+            rows.extend(page)
+            if len(page) < self.page_size:
+                return rows
+
+    def _one_of(self, field: str, values: Sequence[str]) -> str:
+        """The condition ``fieldINa,b,c``, refusing values an IN list cannot carry."""
+        for value in values:
+            if "," in value:
+                raise PermanentRemoteError(self.name, f"cannot query {field} for {value!r}: an IN "
+                                                      f"list cannot carry ','")
+            self._equals(field, value)
+        return f"{field}IN{','.join(values)}"
+
     def _equals(self, field: str, value: str) -> str:
         """The condition ``field=value``, refusing values an encoded query cannot carry."""
         if "^" in value or "\n" in value:
@@ -166,12 +192,13 @@ class ServiceNowConnector(Connector):
                                                   f"answered without a result record")
         return result
 
-    def _record(self, raw: Mapping[str, Any]) -> RemoteRecord:
+    def _record(self, raw: Mapping[str, Any],
+                comments: tuple[RemoteComment, ...] | None = None) -> RemoteRecord:
         """A RemoteRecord from an API record; references must already be in the cache."""
         fields: dict[str, Any] = {}
         for field, value in raw.items():
             if field in JOURNAL_CHANNELS:
-                continue        # always "" when read; entries come from list_comments
+                continue        # always "" when read; entries come from sys_journal_field
             if field in self.references:
                 fields[field] = self._identity(self.references[field], _reference_id(value))
             elif isinstance(value, dict):
@@ -184,11 +211,40 @@ class ServiceNowConnector(Connector):
             url=f"{self.instance_url}/nav_to.do?uri={self.table}.do?sys_id={sys_id}",
             version=str(raw.get("sys_mod_count", "")),
             updated_at=parse_time(raw["sys_updated_on"]), fields=fields,
-            correlation_id=raw.get("correlation_id") or None)
+            correlation_id=raw.get("correlation_id") or None, comments=comments)
 
-    def _records(self, raws: Sequence[Mapping[str, Any]]) -> list[RemoteRecord]:
+    def _records(self, raws: Sequence[Mapping[str, Any]], *, with_journal: bool = False
+                 ) -> list[RemoteRecord]:
+        """RemoteRecords from API records; ``with_journal`` also reads their journals (in batches)
+        so that the engine needs no list_comments call per record."""
         self._resolve_references(raws)
-        return [self._record(raw) for raw in raws]
+        journals = self._journals([raw["sys_id"] for raw in raws]) if with_journal else {}
+        return [self._record(raw, journals.get(raw["sys_id"])) for raw in raws]
+
+    def _journals(self, sys_ids: Sequence[str]) -> dict[str, tuple[RemoteComment, ...]]:
+        """Every journal entry of these records, oldest first, as list_comments gives them: one
+        ``element_idIN`` query per IN_QUERY_BATCH records, paged when longer. The records of a batch
+        whose read failed for a passing reason are left out (their comments stay unknown, None,
+        and the engine asks list_comments), so a partial journal never passes for a complete one."""
+        journals: dict[str, tuple[RemoteComment, ...]] = {}
+        for batch in batches(list(dict.fromkeys(sys_ids))):
+            query = then_order(f"{self._one_of('element_id', batch)}"
+                               f"^elementIN{','.join(JOURNAL_CHANNELS)}", "ORDERBYsys_created_on")
+            try:
+                entries = self._call("list_comments", lambda: self._read_all(
+                    JOURNAL_TABLE, query, JOURNAL_FIELDS))
+            except TransientRemoteError as error:
+                log.warning("%s: journals of %d records could not be read (%s); their comments "
+                            "will be read one record at a time", self.name, len(batch), error,
+                            extra={"connector": self.name})
+                continue
+            by_record: dict[str, list[RemoteComment]] = {sys_id: [] for sys_id in batch}
+            for entry in entries:
+                owner = by_record.get(entry.get("element_id") or "")
+                if owner is not None:
+                    owner.append(_comment(entry))
+            journals.update((sys_id, tuple(comments)) for sys_id, comments in by_record.items())
+        return journals
 
     # -- references ------------------------------------------------------------------------------
     def _fresh(self, stamped_at: float) -> bool:
@@ -221,8 +277,7 @@ class ServiceNowConnector(Connector):
         for table, sys_ids in wanted.items():
             ids = sorted(sys_ids)
             found: list[dict[str, Any]] = []
-            for start in range(0, len(ids), REFERENCE_BATCH):
-                batch = ids[start:start + REFERENCE_BATCH]
+            for batch in batches(ids):
                 found += self._call("lookup_reference", lambda: self._query(
                     table, f"sys_idIN{','.join(batch)}", limit=len(batch),
                     fields=REFERENCE_IDENTITY_FIELDS))
@@ -322,7 +377,7 @@ class ServiceNowConnector(Connector):
             at_newest = sum(1 for raw in page if parse_time(raw["sys_updated_on"]) == newest)
             skip_at_start = skip_at_start + at_newest if newest == window_start else at_newest
             window_start = newest
-        records = self._records(new)
+        records = self._records(new, with_journal=True)
         return records, self._next_cursor(cursor, read)
 
     def _next_cursor(self, cursor: SyncCursor, read: Sequence[Mapping[str, Any]]) -> SyncCursor:
@@ -339,13 +394,30 @@ class ServiceNowConnector(Connector):
         return SyncCursor(watermark=watermark, seen=seen)
 
     def fetch(self, remote_id: str) -> RemoteRecord | None:
-        """One record by sys_id or by number."""
+        """One record by sys_id or by number, with its journal (a second request)."""
         field = "sys_id" if _SYS_ID.match(remote_id) else "number"
         condition = self._equals(field, remote_id)
         found = self._call("fetch", lambda: self._query(self.table, condition, limit=2,
                                                         fields=self.fields_to_read))
         matches = [raw for raw in found if raw.get(field) == remote_id]
-        return self._records(matches[:1])[0] if matches else None
+        return self._records(matches[:1], with_journal=True)[0] if matches else None
+
+    def fetch_many(self, remote_ids: Sequence[str]) -> list[RemoteRecord]:
+        """The records among ``remote_ids`` (sys_ids or numbers) that exist, in the order asked,
+        with their journals: one ``sys_idIN`` (or ``numberIN``) query and one journal query per
+        IN_QUERY_BATCH ids, where fetch costs two requests per record."""
+        wanted = list(dict.fromkeys(remote_ids))
+        by_field = {"sys_id": [r for r in wanted if _SYS_ID.match(r)],
+                    "number": [r for r in wanted if not _SYS_ID.match(r)]}
+        found: dict[str, dict[str, Any]] = {}       # asked id -> record
+        for field, values in by_field.items():
+            for batch in batches(values):
+                query = then_order(self._one_of(field, batch), "ORDERBYsys_id")
+                for raw in self._call("fetch", lambda: self._read_all(self.table, query,
+                                                                      self.fields_to_read)):
+                    found.setdefault(raw.get(field) or "", raw)
+        unique = {raw["sys_id"]: raw for raw in (found[r] for r in wanted if r in found)}
+        return self._records(list(unique.values()), with_journal=True)
 
     def _find_raw_by_correlation(self, correlation_id: str) -> dict[str, Any] | None:
         condition = self._equals("correlation_id", correlation_id)
@@ -433,17 +505,9 @@ class ServiceNowConnector(Connector):
     def list_comments(self, remote_id: str) -> list[RemoteComment]:
         query = then_order(f"{self._equals('element_id', remote_id)}"
                            f"^element=work_notes^ORelement=comments", "ORDERBYsys_created_on")
-
-        def read_all() -> list[dict[str, Any]]:
-            entries: list[dict[str, Any]] = []
-            while True:
-                page = self._query(JOURNAL_TABLE, query, limit=self.page_size, offset=len(entries),
-                                   fields=JOURNAL_FIELDS)
-                entries.extend(page)
-                if len(page) < self.page_size:
-                    return entries
-
-        return [_comment(entry) for entry in self._call("list_comments", read_all)]
+        entries = self._call("list_comments", lambda: self._read_all(JOURNAL_TABLE, query,
+                                                                     JOURNAL_FIELDS))
+        return [_comment(entry) for entry in entries]
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[str]:
         """A business rule's POST: check the shared secret, return the sys_ids it names."""

@@ -55,6 +55,11 @@ def params(**values) -> list:
     return [matchers.query_param_matcher({k: str(v) for k, v in values.items()}, strict_match=False)]
 
 
+def empty_journal() -> responses.BaseResponse:
+    """The journal query a read of records makes, answered with no entries."""
+    return responses.get(JOURNAL, json={"result": []})
+
+
 def connector(clock: ManualClock | None = None, **overrides) -> ServiceNowConnector:
     options = dict(url=INSTANCE, username="syncd.integration", password="pw",
                    clock=clock or ManualClock(), webhook_secret=SECRET)
@@ -76,12 +81,14 @@ def test_changes_are_paged_by_limit_and_offset_in_a_window_sliding_with_update_t
         sysparm_query=f"active=true^sys_updated_on>=2026-01-22 10:00:01^{ORDER}", sysparm_offset=1))
     responses.get(TABLE, json={"result": rows[4:]}, match=params(
         sysparm_query=f"active=true^sys_updated_on>=2026-01-22 10:00:02^{ORDER}", sysparm_offset=2))
+    journal = empty_journal()
     sn = connector(page_size=2, filter="active=true")
     records, cursor = sn.fetch_changes(SyncCursor())
     assert [r.key for r in records] == ["INC0010001", "INC0010002", "INC0010003", "INC0010004",
                                         "INC0010005"]
     assert cursor.watermark == datetime(2026, 1, 22, 10, 0, 5, tzinfo=timezone.utc)
-    assert len(responses.calls) == 3
+    assert len(responses.calls) == 4 and journal.call_count == 1     # three pages, one journal read
+    assert all(r.comments == () for r in records)
 
 
 @responses.activate
@@ -91,6 +98,7 @@ def test_the_overlapping_window_returns_each_version_once():
         sysparm_query=f"sys_updated_on>=2026-01-22 10:03:00^{ORDER}"))
     responses.get(TABLE, json={"result": [known, edited]}, match=params(
         sysparm_query=f"sys_updated_on>=2026-01-22 10:03:30^{ORDER}"))
+    empty_journal()
     sn = connector()
     cursor = SyncCursor(watermark=datetime(2026, 1, 22, 10, 5, tzinfo=timezone.utc),
                         seen=frozenset({f"{sys_id(1)}:3"}))
@@ -108,6 +116,7 @@ def test_fetch_changes_stops_at_the_limit_and_resumes_after_it():
     responses.get(TABLE, json={"result": rows}, match=params(sysparm_offset=0, sysparm_query=ORDER))
     responses.get(TABLE, json={"result": rows}, match=params(
         sysparm_query=f"sys_updated_on>=2026-01-22 09:58:02^{ORDER}"))
+    empty_journal()
     sn = connector(page_size=10)
     first, cursor = sn.fetch_changes(SyncCursor(), limit=2)
     rest, _ = sn.fetch_changes(cursor, limit=2)
@@ -136,6 +145,7 @@ def test_a_record_arrives_in_the_plain_shape_with_references_resolved_and_cached
     groups = responses.get(GROUPS, json={"result": [{
         "sys_id": NETWORK, "name": "Network", "email": "network@example.com"}]},
         match=params(sysparm_query=f"sys_idIN{NETWORK}"))
+    empty_journal()
     sn = connector()
     record = sn.fetch(sys_id(7))
     assert record is not None
@@ -226,6 +236,7 @@ def test_a_429_is_waited_out_and_then_succeeds():
                   "detail": "Rate limit of 100 requests per hour for Table API exceeded"},
         "status": "failure"})
     responses.get(TABLE, json={"result": [incident(1, "2026-01-22 10:00:00")]})
+    empty_journal()
     before = REGISTRY.get_sample_value("syncd_remote_requests_total", {
         "connector": "sn-prod", "operation": "fetch", "status": "429"}) or 0
     record = connector(clock).fetch("INC0010001")
@@ -441,7 +452,9 @@ def test_sim_a_429_storm_is_waited_out(live, sim, clock):
     record = live.fetch(created.remote_id)
     assert record is not None and record.remote_id == created.remote_id
     assert clock.monotonic() == 3.0
-    assert [r.status for r in sim.request_log()] == [429, 429, 429, 200]
+    assert [(r.status, r.path.rsplit("/", 1)[-1]) for r in sim.request_log()] == [
+        (429, "incident"), (429, "incident"), (429, "incident"), (200, "incident"),
+        (200, "sys_journal_field")]
 
 
 def test_sim_wrong_password_is_an_auth_error_naming_the_connector(sim, clock):
