@@ -3,6 +3,7 @@ story and printing each step with the URLs to look at."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import time
@@ -32,38 +33,43 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def write_config(folder: Path, *, sn_url: str, jira_url: str, port: int, token: str) -> Path:
-    """The configuration a user would write for this setup (secrets inline only because the
-    simulators' are throwaway)."""
+def demo_secrets(api_token: str) -> dict[str, str]:
+    """The environment the demo's config takes its secrets from, as a real deployment's would."""
+    return {"SYNCD_API_TOKEN": api_token, "SN_PASSWORD": "admin", "JIRA_TOKEN": "syncd-api-token",
+            "SN_WEBHOOK_SECRET": "demo-servicenow-secret", "JIRA_WEBHOOK_SECRET": "demo-jira-secret"}
+
+
+def write_config(folder: Path, *, sn_url: str, jira_url: str, port: int) -> Path:
+    """The configuration a user would write for this setup, secrets from the environment."""
     path = folder / "syncd.yaml"
     path.write_text(f"""\
 # Written by `syncd demo`: the daemon against the built-in simulators.
 store: {{url: "sqlite:///{folder / 'syncd.db'}"}}
-http: {{listen: "127.0.0.1:{port}", api_tokens: ["{token}"]}}
+http: {{listen: "127.0.0.1:{port}", api_tokens: ["${{SYNCD_API_TOKEN}}"]}}
 connectors:
   servicenow:
     type: servicenow
     url: "{sn_url}"
     username: admin
-    password: admin
+    password: "${{SN_PASSWORD}}"
     filter: "active=true"
     poll_interval: 2s
     mapping: "{default_mapping_path('servicenow')}"
     create_incidents: true
     create_tickets: false
-    webhook_secret: demo-servicenow-secret
+    webhook_secret: "${{SN_WEBHOOK_SECRET}}"
   jira:
     type: jira
     url: "{jira_url}"
     username: syncd
-    token: syncd-api-token
+    token: "${{JIRA_TOKEN}}"
     project: OPS
     issue_type: Incident
     poll_interval: 2s
     mapping: "{default_mapping_path('jira')}"
     create_incidents: false
     create_tickets: true
-    webhook_secret: demo-jira-secret
+    webhook_secret: "${{JIRA_WEBHOOK_SECRET}}"
 """)
     return path
 
@@ -85,10 +91,12 @@ class Demo:
         port = free_port()
         self.token = secrets.token_urlsafe(16)
         self.api = f"http://127.0.0.1:{port}"
+        env = demo_secrets(self.token)
         config = load_config(write_config(self.folder, sn_url=self.sn.base_url,
-                                          jira_url=self.jira.base_url, port=port, token=self.token))
-        self.sn.webhooks.configure(f"{self.api}/webhooks/servicenow", "demo-servicenow-secret")
-        self.jira.webhooks.configure(f"{self.api}/webhooks/jira", "demo-jira-secret")
+                                          jira_url=self.jira.base_url, port=port),
+                             environ={**os.environ, **env})
+        self.sn.webhooks.configure(f"{self.api}/webhooks/servicenow", env["SN_WEBHOOK_SECRET"])
+        self.jira.webhooks.configure(f"{self.api}/webhooks/jira", env["JIRA_WEBHOOK_SECRET"])
         self.daemon = Daemon(config)
         self.daemon.open()
         self.daemon.start()
