@@ -94,9 +94,11 @@ class InboundSync:
                                                f"vanished at once")
                 return counts
             after = pairs[-1][0]
+            found = {record.remote_id: record for record in
+                     runtime.connector.fetch_many([remote_id for _, _, remote_id, _ in pairs])}
             for _, incident_id, remote_id, remote_key in pairs:
                 counts["checked"] += 1
-                record = runtime.connector.fetch(remote_id)
+                record = found.get(remote_id)
                 if record is None:
                     counts["vanished"] += 1
                     with transaction(self.sessions) as session:
