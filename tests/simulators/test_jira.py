@@ -736,3 +736,42 @@ def test_constructor_refuses_bad_options():
         JiraSimulator(deployment="Onprem")
     with pytest.raises(ValueError, match="human_user: no user 'zed'"):
         JiraSimulator(human_user="zed")
+
+
+# -- indexed lookups ----------------------------------------------------------------------------
+
+def test_id_and_key_clauses_answer_from_the_index_exactly_as_a_scan_does(server, clock):
+    made = [server.human_create({"summary": f"issue {n}", "labels": ["x"] if n % 2 else []})
+            for n in range(6)]
+    clock.advance(60)
+    server.human_update(made[2]["key"], {"summary": "issue 2 again"})
+    http(server).delete(f"{server.base_url}/rest/api/2/issue/{made[3]['id']}").raise_for_status()
+    ids = ", ".join(i["id"] for i in (made[5], made[0], made[3], made[2]))
+    # An OR with an impossible clause keeps the index out: the same question answered by a scan.
+    for jql in (f"id in ({ids})", f"id = {made[1]['id']}", f"id in ({ids}) AND labels = x",
+                f"key in ({made[4]['key']}, {made[0]['key']}) ORDER BY updated DESC",
+                f"issuekey = {made[2]['key']} AND project = OPS", f"id in ({ids}) ORDER BY summary"):
+        where, _, order = jql.partition(" ORDER BY")
+        scan = f"({where}) OR summary ~ nothing-like-this" + (f" ORDER BY{order}" if order else "")
+        assert search_keys(server, jql) == search_keys(server, scan), jql
+    assert search_keys(server, f"id in ({ids}) ORDER BY key") == ["OPS-1", "OPS-3", "OPS-6"]
+    answer = http(server).get(server.base_url + "/rest/api/2/search",
+                              params={"jql": f"key in (OPS-1, {made[3]['key']})"})
+    assert answer.status_code == 400       # a deleted key refuses the search, a deleted id does not
+    assert answer.json()["errorMessages"] == [
+        f"An issue with key '{made[3]['key']}' does not exist for field 'key'."]
+
+
+def test_keys_are_found_again_after_a_restart_from_the_state_file(tmp_path, clock):
+    state_file = str(tmp_path / "jira.json")
+    first = start_sim("Server", clock, state_file=state_file)
+    for n in range(3):
+        first.human_create({"summary": f"issue {n}"})
+    first.stop()
+    again = start_sim("Server", clock, state_file=state_file)
+    try:
+        assert again.get_issue("ops-2")["id"] == "10001"
+        assert search_keys(again, "key in (OPS-3, OPS-1)") == ["OPS-3", "OPS-1"]
+        assert search_keys(again, "id in (10002, 10000, 99999) ORDER BY key") == ["OPS-1", "OPS-3"]
+    finally:
+        again.stop()

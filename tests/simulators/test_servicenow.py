@@ -588,3 +588,71 @@ def test_concurrent_writers_never_lose_an_update(sim, api):
         thread.join()
     assert sim.get_incident(created["sys_id"])["sys_mod_count"] == "60"
     assert len(sim.journal(created["sys_id"])) == 60
+
+
+# -- indexed lookups ------------------------------------------------------------------------------
+
+def sys_ids_of(api, table: str, query: str) -> list[str]:
+    answer = api("GET", f"/api/now/table/{table}", params={"sysparm_query": query,
+                                                           "sysparm_fields": "sys_id"})
+    assert answer.status_code == 200, answer.text
+    return [row["sys_id"] for row in answer.json()["result"]]
+
+
+def test_indexed_queries_answer_exactly_as_a_scan_does_through_edits_and_deletes(sim, api, clock):
+    made = [sim.human_create({"short_description": f"incident {n}", "work_notes": f"note {n}"})
+            for n in range(6)]
+    ids = [row["sys_id"] for row in made]
+    clock.advance(5)
+    sim.human_update(ids[1], {"short_description": "edited", "comments": "a reply"})
+    assert api("DELETE", f"{INCIDENTS}/{ids[4]}").status_code == 204
+    asked = ",".join([ids[5], ids[0], ids[4], "0" * 32, ids[1]])
+    # An OR inside a clause keeps the index out: the same question answered by a scan.
+    scan = "^ORshort_description=no such thing"
+    cases = [
+        ("incident", f"sys_idIN{asked}"),
+        ("incident", f"sys_id={ids[2]}"),
+        ("incident", f"number={made[3]['number']}^ORDERBYDESCsys_created_on"),
+        ("incident", f"numberIN{made[0]['number']},{made[4]['number']}^short_description=incident 0"),
+        ("incident", f"sys_id={ids[0]}^NQnumber={made[2]['number']}"),
+        ("sys_journal_field", f"element_idIN{asked}^elementINwork_notes,comments^ORDERBYsys_created_on"),
+        ("sys_journal_field", f"element_id={ids[1]}"),
+    ]
+    for table, query in cases:
+        group, _, order = query.partition("^ORDERBY")
+        unindexed = "^NQ".join(g + scan for g in group.split("^NQ")) + (f"^ORDERBY{order}" if order else "")
+        assert sys_ids_of(api, table, query) == sys_ids_of(api, table, unindexed), query
+    assert sys_ids_of(api, "incident", f"sys_idIN{asked}") == [ids[0], ids[1], ids[5]]   # table order
+    journal = sys_ids_of(api, "sys_journal_field", f"element_id={ids[1]}^ORDERBYsys_created_on")
+    assert [e["sys_id"] for e in sim.journal(ids[1])] == journal and len(journal) == 2
+    # A deleted incident's journal stays, as on an instance without a cascade rule.
+    assert len(sys_ids_of(api, "sys_journal_field", f"element_idIN{ids[1]},{ids[4]}")) == 3
+    assert sim.get_incident(made[2]["number"])["sys_id"] == ids[2]
+
+
+def test_a_lookup_by_sys_id_tests_only_the_records_it_names(sim, api, monkeypatch):
+    import syncd.simulators.servicenow as module
+
+    ids = [sim.human_create({"short_description": f"incident {n}"})["sys_id"] for n in range(40)]
+    tested = []
+    real = module._matches
+    monkeypatch.setattr(module, "_matches", lambda c, actual: tested.append(c) or real(c, actual))
+    assert sys_ids_of(api, "incident", f"sys_idIN{ids[7]},{ids[3]}^active=true") == [ids[3], ids[7]]
+    assert len(tested) == 4                  # two conditions on two records, not on all forty
+    tested.clear()
+    assert len(sys_ids_of(api, "incident", "active=true")) == 40
+    assert len(tested) == 40
+
+
+def test_indexes_are_rebuilt_from_the_state_file(tmp_path, clock):
+    state_file = str(tmp_path / "servicenow.json")
+    with ServiceNowSimulator(clock=clock, state_file=state_file) as first:
+        created = first.human_create({"short_description": "x", "comments": "kept"})
+    with ServiceNowSimulator(clock=clock, state_file=state_file) as second:
+        assert second.get_incident(created["number"])["sys_id"] == created["sys_id"]
+        assert [e["value"] for e in second.journal(created["sys_id"])] == ["kept"]
+        with requests.Session() as session:
+            session.auth = ("admin", "admin")
+            answer = session.get(second.base_url + "/api/now/table/sys_journal_field", params={
+                "sysparm_query": f"element_idIN{created['sys_id']}"}, timeout=10)
+        assert [e["value"] for e in answer.json()["result"]] == ["kept"]
