@@ -314,6 +314,90 @@ def test_a_retried_comment_is_not_written_twice_when_the_first_write_landed():
     assert patch.call_count == 1
 
 
+def journal_entry(n: int, record: int, created: str, element: str = "work_notes") -> dict:
+    return {"sys_id": sys_id(1000 + n), "element": element, "element_id": sys_id(record),
+            "value": f"entry {n}", "sys_created_on": created, "sys_created_by": "beth.anglin"}
+
+
+def in_list(request, field: str) -> list[str]:
+    """The values of ``field``IN... in a request's sysparm_query ([] when it has none)."""
+    query = request.params["sysparm_query"]
+    if f"{field}IN" not in query:
+        return []
+    return query.split(f"{field}IN", 1)[1].split("^", 1)[0].split(",")
+
+
+@responses.activate
+def test_fetch_many_reads_100_records_and_their_journals_with_one_query_each():
+    existing = [incident(n, "2026-01-22 10:00:00") for n in range(1, 151) if n != 42]
+
+    def table_answer(request):
+        """The records whose sys_id or number the IN list names, as the instance would answer."""
+        wanted = set(in_list(request, "sys_id")) | set(in_list(request, "number"))
+        found = [r for r in existing if r["sys_id"] in wanted or r["number"] in wanted]
+        return 200, {}, json.dumps({"result": found})
+
+    responses.add_callback(responses.GET, TABLE, callback=table_answer)
+    journal = responses.get(JOURNAL, json={"result": [
+        journal_entry(1, 7, "2026-01-22 10:01:00"), journal_entry(2, 120, "2026-01-22 10:02:00"),
+        journal_entry(3, 7, "2026-01-22 10:03:00", "comments")]})
+    asked = [sys_id(n) for n in range(1, 151)] + ["INC0010007", sys_id(3)]
+
+    records = connector().fetch_many(asked)
+
+    table_calls = [c.request for c in responses.calls if "/incident" in c.request.url]
+    assert [(len(in_list(r, "sys_id")), in_list(r, "number")) for r in table_calls] == [
+        (100, []), (50, []), (0, ["INC0010007"])]
+    assert all(r.params["sysparm_query"].endswith("^ORDERBYsys_id") for r in table_calls)
+    assert [len(in_list(c.request, "element_id")) for c in journal.calls] == [100, 49]
+    assert journal.calls[0].request.params["sysparm_query"].endswith(
+        "^elementINwork_notes,comments^ORDERBYsys_created_on")
+    # In the order asked, the missing sys_id left out, incident 7 (asked twice) returned once.
+    assert [r.remote_id for r in records] == [sys_id(n) for n in range(1, 151) if n != 42]
+    by_id = {r.remote_id: r for r in records}
+    assert [(c.remote_id, c.channel, c.body) for c in by_id[sys_id(7)].comments] == [
+        (sys_id(1001), "work_notes", "entry 1"), (sys_id(1003), "comments", "entry 3")]
+    assert [c.body for c in by_id[sys_id(120)].comments] == ["entry 2"]
+    assert by_id[sys_id(8)].comments == ()
+
+
+@responses.activate
+def test_a_journal_longer_than_a_page_is_read_page_by_page():
+    rows = [incident(1, "2026-01-22 10:00:00"), incident(2, "2026-01-22 10:00:00")]
+    responses.get(TABLE, json={"result": rows}, match=params(sysparm_offset=0))
+    responses.get(TABLE, json={"result": []}, match=params(sysparm_offset=2))
+    entries = [journal_entry(n, 1 + n % 2, f"2026-01-22 10:0{n}:00") for n in range(5)]
+    pages = [responses.get(JOURNAL, json={"result": entries[at:at + 2]},
+                           match=params(sysparm_offset=at, sysparm_limit=2)) for at in (0, 2, 4)]
+    records = connector(page_size=2).fetch_many([sys_id(1), sys_id(2)])
+    assert [page.call_count for page in pages] == [1, 1, 1]
+    assert [[c.body for c in r.comments] for r in records] == [
+        ["entry 0", "entry 2", "entry 4"], ["entry 1", "entry 3"]]
+
+
+@responses.activate
+def test_a_journal_that_cannot_be_read_leaves_comments_unknown_never_partial():
+    from syncd.connectors.http import RetryPolicy
+
+    responses.get(TABLE, json={"result": [incident(1, "2026-01-22 10:00:00")]})
+    responses.get(JOURNAL, json={"result": [journal_entry(1, 1, "2026-01-22 10:01:00")] * 2},
+                  match=params(sysparm_offset=0))
+    responses.get(JOURNAL, status=503, body="upstream connect error", match=params(sysparm_offset=2))
+    sn = connector(page_size=2, policy=RetryPolicy(max_attempts=2))
+    [record] = sn.fetch_many([sys_id(1)])
+    assert record.remote_id == sys_id(1) and record.comments is None   # the engine will ask again
+    responses.replace(responses.GET, JOURNAL, status=401, json={
+        "error": {"message": "User Not Authenticated", "detail": "Required to provide Auth "
+                                                                 "information"}, "status": "failure"})
+    with pytest.raises(AuthError):           # a refusal is not papered over
+        sn.fetch_many([sys_id(1)])
+
+
+def test_an_in_list_refuses_a_value_with_a_comma():
+    with pytest.raises(PermanentRemoteError, match="IN list"):
+        connector().fetch_many(["INC1,INC2"])
+
+
 def test_the_instance_url_may_be_plain_http_with_a_port_or_a_path():
     assert connector(url="http://127.0.0.1:8080/").instance_url == "http://127.0.0.1:8080"
     proxied = connector(url="https://proxy.example.com/servicenow/")
@@ -464,3 +548,36 @@ def test_sim_wrong_password_is_an_auth_error_naming_the_connector(sim, clock):
         sn.check_auth()
     assert sim.count_requests() == 1
 
+
+
+def test_sim_polled_and_batch_read_records_carry_the_journal_list_comments_gives(live, sim, sim_clock):
+    made = [live.create({"short_description": f"alert {n}"}, correlation_id=f"syncd-j{n}")
+            for n in range(4)]
+    for n, record in enumerate(made[:3]):
+        for k in range(n + 1):              # 6 entries in all: the journal spans two pages of 3
+            sim_clock.advance(1)
+            sim.human_add_journal(record.remote_id, ("work_notes", "comments")[k % 2], f"{n}.{k}")
+    live.add_comment(made[0].remote_id, "from syncd", channel="comments")
+    polled, _ = live.fetch_changes(SyncCursor())
+    batch = live.fetch_many([made[2].remote_id, "f" * 32, made[0].remote_id, made[3].key,
+                             made[1].remote_id])
+    assert [r.remote_id for r in batch] == [made[n].remote_id for n in (2, 0, 3, 1)]
+    assert len(polled) == 4
+    for record in [*polled, *batch]:
+        assert record.comments == tuple(live.list_comments(record.remote_id))
+    assert [c.body for c in batch[1].comments] == ["0.0", "from syncd"]
+    assert batch[2].comments == ()
+
+
+def test_sim_a_batch_of_hinted_records_costs_two_requests(sim, clock):
+    sn = ServiceNowConnector("sn-sim", url=sim.base_url, username="syncd.integration",
+                             password="pw", clock=clock, timeout=5)
+    made = [sim.human_create({"short_description": f"alert {n}", "work_notes": f"note {n}"})
+            for n in range(30)]
+    sim.clear_request_log()
+    records = sn.fetch_many([row["sys_id"] for row in made])
+    assert [r.key for r in records] == [row["number"] for row in made]
+    assert all([c.body for c in r.comments] == [f"note {n}"] for n, r in enumerate(records))
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in sim.request_log()] == [
+        ("GET", "incident"), ("GET", "sys_journal_field")]
+    sn.close()
