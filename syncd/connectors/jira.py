@@ -26,8 +26,9 @@ field list are read once per process): create = POST + re-read (2); update of pl
 PUT (1), one more GET when it writes ``labels``; status change = read + POST transition (2), plus
 one ``GET transitions`` the first time a (project, issue type, from-status) is met; create into a
 later status = 2 + transition + re-read (4, or 5 uncached). ``update`` returns None: the engine
-does not need the issue read back (see Connector.update). Issues read by polls and ``fetch`` carry
-their comments (the ``comment`` field), so the engine needs no ``list_comments`` call for them.
+does not need the issue read back (see Connector.update). Issues read by polls, ``fetch`` and
+``fetch_many`` carry their comments (the ``comment`` field), so the engine needs no
+``list_comments`` call for them; ``fetch_many`` reads up to 50 issues with one search.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ pysnow's pitfalls (see shared/reference/servicenow.md) shape this module: a fres
 call because its parameters leak between calls; our own pagination, because pysnow ignores ``Link``;
 PATCH sent directly, because pysnow's ``update()`` GETs first and then PUTs; and every request
 through the instrumented session under :func:`call_remote`, because pysnow retries nothing.
+
+Records read by polls, ``fetch`` and ``fetch_many`` carry their journal (``RemoteRecord.comments``),
+read for up to 100 records with one ``sys_journal_field`` query, so the engine needs no
+``list_comments`` call per record: a batch of hinted records costs two requests.
 """
 
 from __future__ import annotations

@@ -652,3 +652,63 @@ def test_a_capped_embedded_comment_list_is_reported_as_unknown(api):
     raw["fields"]["comment"] = {"comments": [], "maxResults": 0, "total": 3, "startAt": 0}
     api.get(f"{API}/issue/10001", json=raw)
     assert connector().fetch("10001").comments is None
+
+
+# -- reading many issues at once ---------------------------------------------------------------
+
+def test_fetch_many_on_cloud_is_one_id_in_search_per_50_ids_with_comments_and_reconciled(api):
+    api.get(f"{API}/serverInfo", json=CLOUD_INFO)
+    asked = [str(10001 + n) for n in range(60)]
+
+    def answer(request):
+        """The issues the JQL's id list names, except 10007, which was deleted."""
+        jql = parse_qs(urlsplit(request.url).query)["jql"][0]
+        ids = jql.split("(", 1)[1].split(")", 1)[0].split(", ")
+        issues = [issue_json(i, f"OPS-{int(i) - 10000}", "2026-01-01T10:00:00.000+0000",
+                             comment={"comments": [], "maxResults": 0, "total": 0, "startAt": 0})
+                  for i in ids if i != "10007"]
+        return 200, {}, json.dumps({"issues": issues, "isLast": True})
+
+    api.add_callback(responses.GET, f"{API}/search/jql", callback=answer)
+    records = connector().fetch_many([*asked, "10003"])
+    searches = [query(c) for c in api.calls if "/search/jql" in c.request.url]
+    assert [s["jql"][0] for s in searches] == [
+        f"id in ({', '.join(asked[:50])}) ORDER BY key ASC",
+        f"id in ({', '.join(asked[50:])}) ORDER BY key ASC"]
+    assert searches[0]["reconcileIssues"] == asked[:50]       # read-after-write on Cloud
+    assert "comment" in searches[0]["fields"]
+    assert [r.remote_id for r in records] == [i for i in asked if i != "10007"]
+    assert all(r.comments == () for r in records)
+
+
+def test_fetch_many_on_server_pages_with_start_at(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    issues = [issue_json(str(10001 + n), f"OPS-{n + 1}", "2026-01-01T10:00:00.000+0000")
+              for n in range(3)]
+    pages = [api.get(f"{API}/search", match=[responses.matchers.query_param_matcher(
+        {"startAt": str(at)}, strict_match=False)], json={
+        "startAt": at, "maxResults": 2, "total": 3, "issues": issues[at:at + 2]}) for at in (0, 2)]
+    records = connector(page_size=2).fetch_many(["10001", "10002", "10003"])
+    assert [r.key for r in records] == ["OPS-1", "OPS-2", "OPS-3"]
+    assert [p.call_count for p in pages] == [1, 1]
+    assert "reconcileIssues" not in query(pages[0].calls[0])
+
+
+def test_live_fetch_many_skips_a_deleted_issue_in_one_search(sim, live):
+    assert live.is_cloud == sim.cloud                     # server info read once, beforehand
+    made = [live.create({"summary": f"issue {n}"}, correlation_id=f"inc-{n}") for n in range(3)]
+    sim.human_comment(made[0].key, "Rolled back the deploy")
+    live.add_comment(made[2].remote_id, "Paged the on-call", channel="comment:Developers")
+    with requests.Session() as session:
+        session.auth = ("syncd", "syncd-api-token")
+        session.delete(f"{sim.base_url}/rest/api/2/issue/{made[1].remote_id}").raise_for_status()
+    asked = [made[2].remote_id, made[1].remote_id, made[0].remote_id]
+    records = []
+    sent = requests_made(sim, live, lambda: records.extend(live.fetch_many(asked)))
+    assert [r.key for r in records] == [made[2].key, made[0].key]
+    assert [line.split("?")[0] for line in sent] == [
+        "GET /rest/api/2/search/jql" if sim.cloud else "GET /rest/api/2/search"]
+    for record in records:
+        assert list(record.comments) == live.list_comments(record.remote_id)
+    assert [c.body for c in records[0].comments] == ["Paged the on-call"]
+    assert live.fetch_many([made[1].remote_id]) == []
