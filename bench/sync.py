@@ -289,8 +289,9 @@ def report_phase(name: str, phase: Phase, latency: float, workers: int) -> None:
     out_calls = sum(c for (conn, op), c in phase.operations.items()
                     if conn == "jira" and op in ("update", "fetch", "transition", "search_users"))
     hint_per, out_per = hint_calls / max(1, done), out_calls / max(1, done)
-    # Inbound, the hint worker and the ServiceNow poller each read records one at a time;
-    # outbound, the outbox workers write in parallel. The slower stage bounds the pipeline.
+    # Inbound, the hint worker and the ServiceNow poller are two readers (each read may carry a
+    # batch of records, which the per-change call count already reflects); outbound, the outbox
+    # workers write in parallel. The slower stage bounds the pipeline.
     bounds = []
     if hint_per:
         bounds.append(2 / (hint_per * latency))
