@@ -39,6 +39,7 @@ class EngineSettings:
     outbox_idle_wait: float = 1.0          # seconds a worker waits when nothing is due
     lease: timedelta = timedelta(minutes=2)
     backoff: service.Backoff = service.Backoff()
+    keep_done_rows: timedelta = timedelta(hours=1)   # delivered outbox rows, for inspection
     worker_restart_initial: float = 1.0     # seconds before the first restart of a crashed worker
     worker_restart_max: float = 60.0
     reconcile_after_downtime: timedelta | None = timedelta(minutes=10)
@@ -256,5 +257,12 @@ class Engine:
         return loop
 
     def _gauge_loop(self) -> None:
+        """Housekeeping every few seconds: gauges from the store, delivered rows pruned."""
         while not self._stop.wait(5.0):
             self.update_gauges()
+            self.prune_outbox()
+
+    def prune_outbox(self) -> int:
+        with transaction(self.sessions) as session:
+            return service.prune_done(session=session,
+                                      before=self.clock.now() - self.settings.keep_done_rows)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from syncd.store.models import (INCIDENT_STATUSES, PRIORITIES, URGENCIES, Comment, CommentLink,
@@ -479,6 +479,16 @@ def retry_dead_letter(*, session: Session, item_id: int, now: datetime) -> Outbo
     item.next_attempt_at = now
     item.updated_at = now
     return item
+
+
+def prune_done(*, session: Session, before: datetime, limit: int = 1000) -> int:
+    """Delete delivered rows finished before ``before``: the outbox is a queue, not a history
+    (the timeline keeps what happened). Bounded per call so it never holds a long lock."""
+    ids = list(session.scalars(select(OutboxItem.id).where(
+        OutboxItem.state == "done", OutboxItem.updated_at < before).limit(limit)))
+    if ids:
+        session.execute(delete(OutboxItem).where(OutboxItem.id.in_(ids)))
+    return len(ids)
 
 
 def outbox_counts(*, session: Session) -> dict[tuple[str, str], int]:

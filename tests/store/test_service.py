@@ -252,3 +252,21 @@ def test_concurrent_claimers_never_get_the_same_row(store, clock):
     assert len(every) == 60 and len(set(every)) == 60
     if store.kind == "postgresql":
         assert sum(1 for ids in claimed.values() if ids) >= 2, "claims should spread over workers"
+
+
+def test_delivered_rows_are_pruned_after_a_while_and_open_ones_never(store, clock):
+    incident_id = new_incident(store, clock)
+    with store.transaction() as session:
+        done = service.enqueue(session=session, incident_id=incident_id, connector="jira",
+                               operation="create", fields={}, now=clock.now()).id
+        service.claim_due(session=session, worker="w", now=clock.now(), lease=timedelta(minutes=1))
+        service.complete(session=session, item_id=done, worker="w", now=clock.now())
+        service.enqueue(session=session, incident_id=incident_id, connector="jira",
+                        operation="update", fields={"title": "x"}, now=clock.now())
+    with store.transaction() as session:
+        assert service.prune_done(session=session, before=clock.now()) == 0
+    clock.advance(3600)
+    with store.transaction() as session:
+        assert service.prune_done(session=session, before=clock.now()) == 1
+    with store.transaction() as session:
+        assert [item.state for item in session.query(OutboxItem).all()] == ["pending"]
