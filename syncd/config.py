@@ -655,9 +655,8 @@ def _warnings(config: Config, reader: _Reader) -> list[ConfigProblem]:
             warn(("connectors", name), "neither create_incidents nor create_tickets is true: "
                                        "nothing will ever be linked to this connector")
         if connector.webhook_secret is None:
-            effect = "refused" if connector.type == "servicenow" else "accepted unsigned"
-            warn(("connectors", name), f"no webhook_secret: webhooks are {effect}; polling still "
-                                       f"works")
+            warn(("connectors", name), "no webhook_secret: webhooks are refused; polling still "
+                                       "works")
     if len(config.connectors) > 1 and not any(c.create_incidents for c in config.connectors.values()):
         warn(("connectors",), "no connector has create_incidents: true, so no remote record will "
                               "start an incident")

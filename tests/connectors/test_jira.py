@@ -434,8 +434,10 @@ def test_a_webhook_that_is_not_json_is_refused_with_400():
     assert raised.value.status == 400
 
 
-def test_without_a_secret_webhooks_are_taken_unsigned():
-    assert connector(webhook_secret=None).parse_webhook({}, WEBHOOK) == ["10001"]
+def test_without_a_secret_every_webhook_is_refused():
+    with pytest.raises(WebhookRejected) as refused:
+        connector(webhook_secret=None).parse_webhook({}, WEBHOOK)
+    assert refused.value.status == 401 and "no webhook_secret configured" in refused.value.reason
 
 
 # -- against the Jira simulator over loopback --------------------------------------------------
