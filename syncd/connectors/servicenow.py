@@ -81,6 +81,8 @@ def then_order(encoded_query: str, order: str) -> str:
     return f"{encoded_query}^{order}" if encoded_query else order
 
 
+# Journal entries oldest first; sys_id breaks ties within one second, so paging is stable.
+JOURNAL_ORDER = "ORDERBYsys_created_on^ORDERBYsys_id"
 # How many of our newest journal entries on a record are searched for the one just written.
 JOURNAL_LOOKBACK = 50
 
@@ -233,7 +235,7 @@ class ServiceNowConnector(Connector):
         journals: dict[str, tuple[RemoteComment, ...]] = {}
         for batch in batches(list(dict.fromkeys(sys_ids))):
             query = then_order(f"{self._one_of('element_id', batch)}"
-                               f"^elementIN{','.join(JOURNAL_CHANNELS)}", "ORDERBYsys_created_on")
+                               f"^elementIN{','.join(JOURNAL_CHANNELS)}", JOURNAL_ORDER)
             try:
                 entries = self._call("list_comments", lambda: self._read_all(
                     JOURNAL_TABLE, query, JOURNAL_FIELDS))
@@ -508,7 +510,7 @@ class ServiceNowConnector(Connector):
 
     def list_comments(self, remote_id: str) -> list[RemoteComment]:
         query = then_order(f"{self._equals('element_id', remote_id)}"
-                           f"^element=work_notes^ORelement=comments", "ORDERBYsys_created_on")
+                           f"^element=work_notes^ORelement=comments", JOURNAL_ORDER)
         entries = self._call("list_comments", lambda: self._read_all(JOURNAL_TABLE, query,
                                                                      JOURNAL_FIELDS))
         return [_comment(entry) for entry in entries]

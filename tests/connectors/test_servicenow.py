@@ -277,7 +277,7 @@ def test_journal_entries_become_comments_on_their_channel():
          "sys_created_by": "syncd.integration"}]
     responses.get(JOURNAL, json={"result": entries}, match=params(
         sysparm_query=f"element_id={sys_id(1)}^element=work_notes^ORelement=comments"
-                      "^ORDERBYsys_created_on"))
+                      "^ORDERBYsys_created_on^ORDERBYsys_id"))
     comments = connector().list_comments(sys_id(1))
     assert [(c.remote_id, c.channel, c.body, c.author) for c in comments] == [
         (sys_id(100), "work_notes", "Restarted the primary", "beth.anglin"),
@@ -351,7 +351,7 @@ def test_fetch_many_reads_100_records_and_their_journals_with_one_query_each():
     assert all(r.params["sysparm_query"].endswith("^ORDERBYsys_id") for r in table_calls)
     assert [len(in_list(c.request, "element_id")) for c in journal.calls] == [100, 49]
     assert journal.calls[0].request.params["sysparm_query"].endswith(
-        "^elementINwork_notes,comments^ORDERBYsys_created_on")
+        "^elementINwork_notes,comments^ORDERBYsys_created_on^ORDERBYsys_id")
     # In the order asked, the missing sys_id left out, incident 7 (asked twice) returned once.
     assert [r.remote_id for r in records] == [sys_id(n) for n in range(1, 151) if n != 42]
     by_id = {r.remote_id: r for r in records}
