@@ -219,7 +219,7 @@ class Daemon:
         except Exception as error:
             report.update(ready=False, store=f"unreachable: {type(error).__name__}")
             return report
-        with db.transaction(self.sessions) as session:
+        with db.transaction(self.sessions, readonly=True) as session:
             for name in self.config.connectors:
                 cursor = service.get_cursor(session=session, connector=name)
                 auth = self.auth_status.get(name, "pending")

@@ -122,13 +122,13 @@ class Demo:
 
     def _linked_issue_key(self) -> str | None:
         assert self.daemon is not None
-        with transaction(self.daemon.sessions) as session:
+        with transaction(self.daemon.sessions, readonly=True) as session:
             link = service.link_for(session=session, incident_id=self.incident_id, connector="jira")
             return link.remote_key if link else None
 
     def _incident_id(self) -> int | None:
         assert self.daemon is not None
-        with transaction(self.daemon.sessions) as session:
+        with transaction(self.daemon.sessions, readonly=True) as session:
             link = service.find_link(session=session, connector="servicenow", remote_id=self.sys_id)
             return link.incident_id if link else None
 

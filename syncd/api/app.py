@@ -142,7 +142,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
                        limit: int = 100, offset: int = 0) -> dict[str, Any]:
         if not 1 <= limit <= 1000 or offset < 0:
             raise HTTPException(400, "limit must be 1..1000 and offset >= 0")
-        with transaction(engine.sessions) as session:
+        with transaction(engine.sessions, readonly=True) as session:
             rows = service.list_incidents(session=session, status=status, limit=limit, offset=offset)
             return {"incidents": [_incident_summary(row) for row in rows]}
 
@@ -184,7 +184,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
 
     @app.get("/api/v1/dead-letters", dependencies=[api], tags=["operations"])
     def dead_letters(connector: str | None = None) -> dict[str, Any]:
-        with transaction(engine.sessions) as session:
+        with transaction(engine.sessions, readonly=True) as session:
             return {"dead_letters": [dead_letter_json(item) for item in
                                      service.dead_letters(session=session, connector=connector)]}
 
@@ -219,7 +219,7 @@ def _incident_summary(incident) -> dict[str, Any]:
 
 
 def _incident_detail(engine: Engine, incident_id: int) -> dict[str, Any]:
-    with transaction(engine.sessions) as session:
+    with transaction(engine.sessions, readonly=True) as session:
         incident = _guard(lambda: service.get_incident(session=session, incident_id=incident_id))
         return {
             **_incident_summary(incident),

@@ -160,7 +160,7 @@ class OutboxDelivery:
 
     def _comment(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
         comment_id = item.fields["comment_id"]
-        with transaction(self.sessions) as session:
+        with transaction(self.sessions, readonly=True) as session:
             comment = session.get(service.Comment, comment_id)
             link = service.link_for(session=session, incident_id=item.incident_id,
                                     connector=runtime.name)
@@ -191,7 +191,7 @@ class OutboxDelivery:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _read(self, item: OutboxItem, connector: str):
-        with transaction(self.sessions) as session:
+        with transaction(self.sessions, readonly=True) as session:
             incident = service.get_incident(session=session, incident_id=item.incident_id)
             link = service.link_for(session=session, incident_id=incident.id, connector=connector)
             values = service.incident_fields(incident)

@@ -141,7 +141,7 @@ class Engine:
     def update_gauges(self) -> None:
         """Gauges are read from the store, so every replica reports the same truth."""
         now = self.clock.now()
-        with transaction(self.sessions) as session:
+        with transaction(self.sessions, readonly=True) as session:
             counts = service.outbox_counts(session=session)
             cursors = {name: service.get_cursor(session=session, connector=name)
                        for name in self.runtimes}
@@ -219,7 +219,7 @@ class Engine:
         threshold = self.settings.reconcile_after_downtime
         if threshold is None:
             return False
-        with transaction(self.sessions) as session:
+        with transaction(self.sessions, readonly=True) as session:
             cursor = service.get_cursor(session=session, connector=connector)
             last = cursor.last_poll_at if cursor else None
         if last is None or self.clock.now() - last <= threshold:

@@ -55,7 +55,7 @@ class InboundSync:
         """Read every change since the connector's cursor and apply it; returns records applied.
         The cursor only moves once the whole batch is in the store, so a crash re-reads, never skips."""
         runtime = self.runtimes[connector_name]
-        with transaction(self.sessions) as session:
+        with transaction(self.sessions, readonly=True) as session:
             row = service.get_cursor(session=session, connector=connector_name)
             if row is not None and row.paused_reason:
                 log.warning("inbound sync paused", extra={"connector": connector_name,
@@ -81,7 +81,7 @@ class InboundSync:
         counts = {"checked": 0, "repaired": 0, "vanished": 0}
         after = 0
         while True:
-            with transaction(self.sessions) as session:
+            with transaction(self.sessions, readonly=True) as session:
                 links = service.links_page(session=session, connector=connector_name, after_id=after,
                                            limit=batch)
                 pairs = [(link.id, link.incident_id, link.remote_id, link.remote_key)
@@ -115,7 +115,7 @@ class InboundSync:
         connector instead of mirroring what is more likely an accident or an outage."""
         if self.pause_share is None or not records:
             return False
-        with transaction(self.sessions) as session:
+        with transaction(self.sessions, readonly=True) as session:
             linked = service.count_links(session=session, connector=connector_name)
             if linked < self.pause_min_links:
                 return False
@@ -168,7 +168,7 @@ class InboundSync:
         A paused connector takes no hints; the poll after the operator's resume catches up."""
         if self.paused_reason(connector_name):
             return []
-        with transaction(self.sessions) as session:
+        with transaction(self.sessions, readonly=True) as session:
             known = set(service.links_by_remote_id(session=session, connector=connector_name,
                                                    remote_ids=list(remote_ids)))
         self.read_and_apply(connector_name, [r for r in remote_ids if r in known])
@@ -184,13 +184,13 @@ class InboundSync:
         return {remote_id: results.get(remote_id, ApplyResult("ignored")) for remote_id in remote_ids}
 
     def paused_reason(self, connector_name: str) -> str | None:
-        with transaction(self.sessions) as session:
+        with transaction(self.sessions, readonly=True) as session:
             row = service.get_cursor(session=session, connector=connector_name)
             return row.paused_reason if row else None
 
     def retry_dead_inbound(self, connector_name: str) -> int:
         """Re-read records whose inbound dead letter an operator asked to retry."""
-        with transaction(self.sessions) as session:
+        with transaction(self.sessions, readonly=True) as session:
             pending = [(item.id, item.fields.get("remote_id"))
                        for item in service.pending_inbound(session=session, connector=connector_name)]
         results = self.read_and_apply(connector_name, [remote_id for _, remote_id in pending])
@@ -228,7 +228,7 @@ class InboundSync:
         except UnmappableValue as error:
             return self._dead_letter(connector_name, record, str(error))
 
-        with transaction(self.sessions) as session:
+        with transaction(self.sessions, readonly=True) as session:
             link = service.find_link(session=session, connector=connector_name,
                                      remote_id=record.remote_id)
             if link is not None and link.remote_version == record.version and not repair:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READONLY_OPTION = "syncd_readonly"
 
 
 class SchemaOutOfDate(Exception):
@@ -54,7 +55,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers need no write lock (WAL lets them run beside the writer); writers take it at
+        # once, so they queue on the busy timeout instead of deadlocking on an upgrade.
+        readonly = connection.get_execution_options().get(READONLY_OPTION)
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -62,9 +66,12 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commits when the block ends, rolls back if it raises."""
-    with sessions() as session, session.begin():
+def transaction(sessions: sessionmaker[Session], *, readonly: bool = False) -> Iterator[Session]:
+    """One unit of work: commits when the block ends, rolls back if it raises. A ``readonly``
+    one must not write; on SQLite it then does not wait for, nor hold, the write lock."""
+    bind = sessions.kw["bind"]
+    with sessions(bind=bind.execution_options(**{READONLY_OPTION: True}) if readonly else bind
+                  ) as session, session.begin():
         yield session
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from syncd.store import service
+from syncd.store import db, service
 from syncd.store.models import OutboxItem
 
 
@@ -270,3 +270,23 @@ def test_delivered_rows_are_pruned_after_a_while_and_open_ones_never(store, cloc
         assert service.prune_done(session=session, before=clock.now()) == 1
     with store.transaction() as session:
         assert [item.state for item in session.query(OutboxItem).all()] == ["pending"]
+
+
+def test_a_reader_does_not_wait_for_a_writer(store, clock):
+    """A read-only transaction runs while another transaction holds the write lock."""
+    incident_id = new_incident(store, clock)
+    with store.transaction() as writer:
+        service.update_incident(session=writer, incident_id=incident_id, changes={"priority": "P1"},
+                                now=clock.now(), actor=None, source="test")
+        result = {}
+
+        def read():
+            with db.transaction(store.sessions, readonly=True) as reader:
+                result["priority"] = service.get_incident(session=reader,
+                                                          incident_id=incident_id).priority
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive(), "the reader waited for the writer"
+    assert result == {"priority": None}      # it saw the last committed state
