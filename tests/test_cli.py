@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import requests
 
@@ -14,51 +12,7 @@ from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
 from syncd.store import db
 
-from .support import free_port, wait_until
-
-SYNCD = [sys.executable, "-m", "syncd.cli"]
-
-
-def syncd(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*SYNCD, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
-
-
-
-def write_config(folder: Path, store_url: str, *, sn_url="http://127.0.0.1:9", jira_url=None,
-                 port: int | None = None) -> Path:
-    jira = f"""
-  jira:
-    type: jira
-    url: "{jira_url}"
-    username: syncd
-    token: "${{JIRA_TOKEN}}"
-    project: OPS
-    poll_interval: 1s
-    create_tickets: true
-    webhook_secret: "${{JIRA_SECRET}}"
-""" if jira_url else ""
-    path = folder / "syncd.yaml"
-    path.write_text(f"""
-store: {{url: "{store_url}"}}
-http: {{listen: "127.0.0.1:{port or free_port()}", api_tokens: ["${{SYNCD_API_TOKEN}}"]}}
-connectors:
-  servicenow:
-    type: servicenow
-    url: "{sn_url}"
-    username: admin
-    password: "${{SN_PASSWORD}}"
-    poll_interval: 1s
-    create_incidents: true
-    webhook_secret: "${{SN_SECRET}}"
-{jira}""")
-    return path
-
-
-ENV = {"SN_PASSWORD": "admin", "SYNCD_API_TOKEN": "t0ken-for-tests", "SN_SECRET": "sn-s3cret",
-       "JIRA_TOKEN": "syncd-api-token", "JIRA_SECRET": "jira-s3cret"}
-
+from .support import ENV, SYNCD, free_port, syncd, wait_until, write_config
 
 def test_version_and_help():
     assert syncd("--version").stdout.startswith("syncd ")

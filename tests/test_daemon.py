@@ -20,8 +20,7 @@ from syncd.metrics import WORKER_RESTARTS
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
 
-from .support import free_port, wait_until
-from .test_cli import ENV, SYNCD, write_config
+from .support import ENV, SYNCD, free_port, wait_until, write_config
 
 
 

@@ -18,42 +18,14 @@ from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
 from syncd.store import db, service
 
-from .support import free_port, wait_until
-from .test_cli import ENV
+from .support import ENV, free_port, wait_until, write_config
 
 REPLICAS = 3
-PAIRS = {"P1": ("1", "1"), "P3": ("2", "2")}
-
-
 def replica_config(folder, store_url: str, n: int, port: int, sn: str, jira: str):
-    path = folder / f"replica{n}.yaml"
-    path.write_text(f"""
-store: {{url: "{store_url}&application_name=replica{n}"}}
-http: {{listen: "127.0.0.1:{port}", api_tokens: ["${{SYNCD_API_TOKEN}}"]}}
-sync: {{claim_lease: 3s, outbox_workers: 2, reconcile_after_downtime: 1h}}
-logging: {{level: WARNING}}
-connectors:
-  servicenow:
-    type: servicenow
-    url: "{sn}"
-    username: admin
-    password: "${{SN_PASSWORD}}"
-    poll_interval: 1s
-    create_incidents: true
-    webhook_secret: "${{SN_SECRET}}"
-  jira:
-    type: jira
-    url: "{jira}"
-    username: syncd
-    token: "${{JIRA_TOKEN}}"
-    project: OPS
-    poll_interval: 1s
-    create_tickets: true
-    webhook_secret: "${{JIRA_SECRET}}"
-""")
-    return path
-
-
+    return write_config(folder, f"{store_url}&application_name=replica{n}", sn_url=sn,
+                        jira_url=jira, port=port, filename=f"replica{n}.yaml",
+                        extra="sync: {claim_lease: 3s, outbox_workers: 2, "
+                              "reconcile_after_downtime: 1h}\nlogging: {level: WARNING}")
 
 
 def poller_holder(engine, connector: str) -> str | None:

@@ -17,8 +17,7 @@ from jira import JIRA
 
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
-from tests.support import free_port, wait_until
-from tests.test_cli import ENV, SYNCD, write_config
+from tests.support import ENV, SYNCD, free_port, wait_until, write_config
 
 
 @contextmanager
