@@ -184,10 +184,24 @@ class ServiceNowConnector(Connector):
 
     def _equals(self, field: str, value: str) -> str:
         """The condition ``field=value``, refusing values an encoded query cannot carry."""
+        return self._condition(field, "=", value)
+
+    def _condition(self, field: str, operator: str, value: str) -> str:
+        """The condition ``field<operator>value``, refusing values an encoded query cannot carry."""
         if "^" in value or "\n" in value:
             raise PermanentRemoteError(self.name, f"cannot query {field} for {value!r}: an encoded "
                                                   f"query cannot carry '^' or a line break")
-        return f"{field}={value}"
+        return f"{field}{operator}{value}"
+
+    def _after(self, last: Mapping[str, Any]) -> str:
+        """The keyset condition for the records after ``last`` in ORDER_BY_UPDATE order:
+        ``sys_updated_on>S OR (sys_updated_on=S AND sys_id>X)``, written as
+        ``sys_updated_on>=S AND (sys_updated_on>S OR sys_id>X)`` because ``^OR`` binds only the
+        two conditions beside it, so the condition is one AND-group that and_condition can add to
+        every ``^NQ`` group of the filter."""
+        updated = format_time(parse_time(last["sys_updated_on"]))
+        return (f"sys_updated_on>={updated}^sys_updated_on>{updated}"
+                f"^OR{self._condition('sys_id', '>', last['sys_id'])}")
 
     def _result(self, response: Any) -> dict[str, Any]:
         """The record in a Table API answer (HTTPError for an error status, classified upstream)."""
@@ -355,22 +369,20 @@ class ServiceNowConnector(Connector):
                       ) -> tuple[list[RemoteRecord], SyncCursor]:
         """Records changed since the cursor's watermark minus ``overlap``, oldest first.
 
-        Pages are read by limit/offset within a sliding timestamp window: each page starts at the
-        newest ``sys_updated_on`` read so far, skipping the records already read at exactly that
-        second. A record edited while we page moves to the end and is read there, so none is
-        skipped by the shifting offsets that plain offset paging suffers. Records already in
-        ``cursor.seen`` (same sys_id and sys_mod_count) are dropped."""
+        Pages are keyset pages in (``sys_updated_on``, ``sys_id``) order, always at offset 0: each
+        next page starts just after the last record read. An offset would count records that an
+        edit between two pages moves away, and skip an unread one in their place; a key cannot
+        shift. A record edited while we page moves to the end and is read there. Records already
+        in ``cursor.seen`` (same sys_id and sys_mod_count) are dropped."""
         since = cursor.watermark - self.overlap if cursor.watermark else None
-        window_start, skip_at_start = since, 0
+        selection = (and_condition(self.filter, f"sys_updated_on>={format_time(since)}")
+                     if since else self.filter)
         read: list[Mapping[str, Any]] = []   # every record read, duplicates included
         new: list[Mapping[str, Any]] = []
         while len(new) < limit:
-            selection = (and_condition(self.filter, f"sys_updated_on>={format_time(window_start)}")
-                         if window_start else self.filter)
             query = then_order(selection, ORDER_BY_UPDATE)
-            offset = skip_at_start
             page = self._call("fetch_changes", lambda: self._query(
-                self.table, query, limit=self.page_size, offset=offset, fields=self.fields_to_read))
+                self.table, query, limit=self.page_size, fields=self.fields_to_read))
             for raw in page:
                 read.append(raw)
                 if _seen_key(raw) not in cursor.seen:
@@ -379,10 +391,7 @@ class ServiceNowConnector(Connector):
                         break
             if len(page) < self.page_size or len(new) >= limit:
                 break
-            newest = parse_time(page[-1]["sys_updated_on"])
-            at_newest = sum(1 for raw in page if parse_time(raw["sys_updated_on"]) == newest)
-            skip_at_start = skip_at_start + at_newest if newest == window_start else at_newest
-            window_start = newest
+            selection = and_condition(self.filter, self._after(page[-1]))
         records = self._records(new, with_journal=True)
         return records, self._next_cursor(cursor, read)
 

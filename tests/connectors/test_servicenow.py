@@ -70,17 +70,22 @@ def connector(clock: ManualClock | None = None, **overrides) -> ServiceNowConnec
 # -- recorded shapes ----------------------------------------------------------------------------
 
 @responses.activate
-def test_changes_are_paged_by_limit_and_offset_in_a_window_sliding_with_update_time():
+def test_changes_are_paged_by_keyset_each_page_starting_after_the_last_record_read():
     rows = [incident(1, "2026-01-22 10:00:00"), incident(2, "2026-01-22 10:00:01"),
             incident(3, "2026-01-22 10:00:02"), incident(4, "2026-01-22 10:00:02"),
             incident(5, "2026-01-22 10:00:05")]
     responses.get(TABLE, json={"result": rows[0:2]},
                   match=params(sysparm_query=f"active=true^{ORDER}", sysparm_limit=2, sysparm_offset=0))
-    # The next page starts at the newest time read, skipping the one record read at that second.
+    # Each next page: later than the last record read, or at its second with a greater sys_id;
+    # always at offset 0, so an edit between two pages cannot shift what the offset skips.
     responses.get(TABLE, json={"result": rows[2:4]}, match=params(
-        sysparm_query=f"active=true^sys_updated_on>=2026-01-22 10:00:01^{ORDER}", sysparm_offset=1))
+        sysparm_query=f"active=true^sys_updated_on>=2026-01-22 10:00:01"
+                      f"^sys_updated_on>2026-01-22 10:00:01^ORsys_id>{sys_id(2)}^{ORDER}",
+        sysparm_limit=2, sysparm_offset=0))
     responses.get(TABLE, json={"result": rows[4:]}, match=params(
-        sysparm_query=f"active=true^sys_updated_on>=2026-01-22 10:00:02^{ORDER}", sysparm_offset=2))
+        sysparm_query=f"active=true^sys_updated_on>=2026-01-22 10:00:02"
+                      f"^sys_updated_on>2026-01-22 10:00:02^ORsys_id>{sys_id(4)}^{ORDER}",
+        sysparm_limit=2, sysparm_offset=0))
     journal = empty_journal()
     sn = connector(page_size=2, filter="active=true")
     records, cursor = sn.fetch_changes(SyncCursor())
@@ -89,6 +94,24 @@ def test_changes_are_paged_by_limit_and_offset_in_a_window_sliding_with_update_t
     assert cursor.watermark == datetime(2026, 1, 22, 10, 0, 5, tzinfo=timezone.utc)
     assert len(responses.calls) == 4 and journal.call_count == 1     # three pages, one journal read
     assert all(r.comments == () for r in records)
+
+
+@responses.activate
+def test_the_keyset_of_a_next_page_applies_to_every_or_group_of_the_filter():
+    first = [incident(1, "2026-01-22 10:04:00"), incident(2, "2026-01-22 10:04:07")]
+    keyset = f"sys_updated_on>=2026-01-22 10:04:07^sys_updated_on>2026-01-22 10:04:07^ORsys_id>{sys_id(2)}"
+    responses.get(TABLE, json={"result": first}, match=params(
+        sysparm_query=f"priority=1^ORpriority=2^sys_updated_on>=2026-01-22 10:03:00"
+                      f"^NQcategory=network^sys_updated_on>=2026-01-22 10:03:00^{ORDER}",
+        sysparm_offset=0))
+    responses.get(TABLE, json={"result": [incident(3, "2026-01-22 10:04:07")]}, match=params(
+        sysparm_query=f"priority=1^ORpriority=2^{keyset}^NQcategory=network^{keyset}^{ORDER}",
+        sysparm_offset=0))
+    empty_journal()
+    sn = connector(page_size=2, filter="priority=1^ORpriority=2^NQcategory=network")
+    records, _ = sn.fetch_changes(SyncCursor(watermark=datetime(2026, 1, 22, 10, 5,
+                                                                tzinfo=timezone.utc)))
+    assert [r.remote_id for r in records] == [sys_id(1), sys_id(2), sys_id(3)]
 
 
 @responses.activate
@@ -500,6 +523,36 @@ def test_sim_paging_reads_every_record_once_even_within_one_second(live, sim, si
     records, cursor = live.fetch_changes(SyncCursor())
     assert sorted(r.remote_id for r in records) == sorted(created)
     assert live.fetch_changes(cursor)[0] == []
+
+
+def test_sim_a_record_edited_between_pages_costs_no_unread_peer_of_its_second(sim, sim_clock, clock):
+    """Three alerts share a second and a page holds two; one read on the first page is edited
+    before the second page is read. An offset into that second would now skip the unread third
+    alert, and the next poll's window (watermark - overlap) would already start past it."""
+    same_second = [sim.human_create({"short_description": f"disk full {n}"})["sys_id"]
+                   for n in range(3)]
+    sim_clock.advance(300)
+    later = sim.human_create({"short_description": "disk cleaned"})["sys_id"]
+    edited = []
+
+    def edit_after_the_first_page(response, *args, **kwargs):
+        if "/table/incident" in response.url and not edited:
+            edited.append(response.json()["result"][0]["sys_id"])
+            sim_clock.advance(300)
+            sim.human_update(edited[0], {"state": "2"})
+
+    sn = ServiceNowConnector("sn-sim", url=sim.base_url, username="syncd.integration",
+                             password="pw", clock=clock, page_size=2, timeout=5)
+    sn.session.hooks["response"].append(edit_after_the_first_page)
+    try:
+        records, cursor = sn.fetch_changes(SyncCursor())
+        rest, _ = sn.fetch_changes(cursor)
+    finally:
+        sn.close()
+    read = [(r.remote_id, r.version) for r in records + rest]
+    assert {remote_id for remote_id, _ in read} == {*same_second, later}
+    assert (edited[0], "1") in read
+    assert len(read) == len(set(read))
 
 
 def test_sim_update_is_a_patch_that_bumps_sys_mod_count(live, sim):
