@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from syncd.clock import Clock
 from syncd.connectors.base import RemoteError, RemoteRecord
 from syncd.engine.runtime import ConnectorRuntime, correlation_id, template_context
+from syncd.engine.sync import same_text
 from syncd.mapping import UnmappableValue
 from syncd.metrics import SYNC_CHANGES
 from syncd.store import service
@@ -25,6 +26,10 @@ from syncd.store.db import transaction
 from syncd.store.models import Incident, OutboxItem
 
 log = logging.getLogger(__name__)
+
+
+class ClaimLost(Exception):
+    """This worker's claim on an outbox row ran out and another worker took the row."""
 
 
 class OutboxDelivery:
@@ -61,19 +66,41 @@ class OutboxDelivery:
         return len(items)
 
     def deliver(self, item: OutboxItem, worker: str) -> None:
+        """Deliver one claimed row. Whatever goes wrong is recorded on the row (retried with
+        backoff, or a dead letter): a worker never dies on one row and strands the rest."""
         runtime = self.runtimes.get(item.connector)
         try:
             if runtime is None:
                 raise UnmappableValue(f"connector {item.connector!r} is not configured any more")
+            if item.attempts >= self.backoff.max_attempts:
+                raise UnmappableValue(f"gave up after {item.attempts} attempts; the last: "
+                                      f"{item.last_error or 'its worker stopped mid-delivery'}")
             operation = {"create": self._create, "update": self._update,
                          "comment": self._comment}[item.operation]
             operation(runtime, item, worker)
             SYNC_CHANGES.labels(item.connector, "out", item.operation).inc()
+        except ClaimLost as lost:
+            log.warning("claim lost mid-delivery; another worker has the row",
+                        extra={"connector": item.connector, "incident": item.incident_id,
+                               "error": str(lost)})
         except RemoteError as error:
             self._failed(item, worker, error.message if error.status is None
                          else f"{error.status}: {error.message}", error.transient, error.retry_after)
         except UnmappableValue as error:
             self._failed(item, worker, str(error), transient=False)
+        except Exception as error:
+            log.exception("delivery failed unexpectedly", extra={
+                "connector": item.connector, "incident": item.incident_id})
+            self._failed(item, worker, f"{type(error).__name__}: {error}", transient=True)
+
+    def _renew(self, item: OutboxItem, worker: str) -> None:
+        """Before each remote call: extend the claim, or stop if another worker has taken it."""
+        try:
+            with transaction(self.sessions) as session:
+                service.renew_claim(session=session, item_id=item.id, worker=worker,
+                                    until=self.clock.now() + self.lease)
+        except service.StoreError as error:
+            raise ClaimLost(str(error)) from None
 
     # -- operations ------------------------------------------------------------------------------
     def _create(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
@@ -83,10 +110,12 @@ class OutboxDelivery:
             return
         mapping = runtime.mapping()
         correlation = correlation_id(incident.id)
+        self._renew(item, worker)
         record = runtime.connector.find_by_correlation(correlation)
         version = None
         if record is None:
             remote_fields = mapping.to_remote(values, context=template_context(incident), creating=True)
+            self._renew(item, worker)
             record = runtime.connector.create(remote_fields, correlation_id=correlation)
             written = {name: value for name, value in values.items()
                        if name in mapping.canonical_fields_out}
@@ -100,19 +129,23 @@ class OutboxDelivery:
         self._hook(item)
         shadow = {**mapping.to_canonical(record.fields), **written}
         with transaction(self.sessions) as session:
-            service.create_link(session=session, incident_id=incident.id, connector=runtime.name,
-                                remote_id=record.remote_id, remote_key=record.key,
-                                remote_url=record.url, remote_version=version, shadow=shadow,
-                                now=self.clock.now())
-            service.append_timeline(session=session, incident_id=incident.id, at=self.clock.now(),
-                                    kind="linked", actor=None, source=runtime.name,
-                                    data={"connector": runtime.name, "remote_key": record.key,
-                                          "url": record.url})
-            service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
-        if not written:       # adopted: bring the record up to date with the store
-            with transaction(self.sessions) as session:
+            if service.link_for(session=session, incident_id=incident.id,
+                                connector=runtime.name) is None:
+                service.create_link(session=session, incident_id=incident.id,
+                                    connector=runtime.name, remote_id=record.remote_id,
+                                    remote_key=record.key, remote_url=record.url,
+                                    remote_version=version, shadow=shadow, now=self.clock.now())
+                service.append_timeline(session=session, incident_id=incident.id,
+                                        at=self.clock.now(), kind="linked", actor=None,
+                                        source=runtime.name,
+                                        data={"connector": runtime.name, "remote_key": record.key,
+                                              "url": record.url})
+            else:
+                written = {}      # a poll adopted the new record first, by its correlation id
+            if not written:       # adopted: bring the record up to date with the store
                 service.enqueue(session=session, incident_id=incident.id, connector=runtime.name,
                                 operation="update", fields=dict(values), now=self.clock.now())
+            service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
 
     def _update(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
         incident, values, link = self._read(item, runtime.name)
@@ -133,6 +166,7 @@ class OutboxDelivery:
             remote_fields = mapping.to_remote(changed, context=template_context(incident),
                                               creating=False)
             if remote_fields:
+                self._renew(item, worker)
                 answer = runtime.connector.update(link.remote_id, remote_fields)
                 self._hook(item)
         with transaction(self.sessions) as session:
@@ -147,6 +181,16 @@ class OutboxDelivery:
                                             remote_version=self._trusted_version(
                                                 runtime, current.remote_version, answer),
                                             now=self.clock.now())
+                # A field the store changed again while we wrote (a remote edit that won its
+                # conflict, say) goes out once more, or this remote would keep our older value.
+                now_values = service.incident_fields(
+                    service.get_incident(session=session, incident_id=incident.id))
+                moved = {name: now_values.get(name) for name, value in changed.items()
+                         if now_values.get(name) != value}
+                if moved:
+                    service.enqueue(session=session, incident_id=incident.id,
+                                    connector=runtime.name, operation="update", fields=moved,
+                                    now=self.clock.now())
             service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
 
     @staticmethod
@@ -176,9 +220,11 @@ class OutboxDelivery:
         channel, _restricted = target     # a restricted Jira channel names its audience: comment:<role>
         remote_id = None
         if item.attempts:   # a retry: the earlier attempt may have landed before failing
+            self._renew(item, worker)
             remote_id = next((c.remote_id for c in runtime.connector.list_comments(link.remote_id)
-                              if c.body == comment.body), None)
+                              if same_text(c.body, comment.body)), None)
         if remote_id is None:
+            self._renew(item, worker)
             remote_id = runtime.connector.add_comment(link.remote_id, comment.body,
                                                       channel=channel).remote_id
         self._hook(item)
@@ -208,10 +254,15 @@ class OutboxDelivery:
 
     def _failed(self, item: OutboxItem, worker: str, error: str, transient: bool,
                 retry_after: float | None = None) -> None:
-        with transaction(self.sessions) as session:
-            state = service.fail(session=session, item_id=item.id, worker=worker, error=error,
-                                 transient=transient, now=self.clock.now(), backoff=self.backoff,
-                                 retry_after=retry_after)
+        try:
+            with transaction(self.sessions) as session:
+                state = service.fail(session=session, item_id=item.id, worker=worker, error=error,
+                                     transient=transient, now=self.clock.now(),
+                                     backoff=self.backoff, retry_after=retry_after)
+        except service.StoreError as lost:       # the claim ran out: the row is someone else's
+            log.warning("could not record a failed delivery", extra={
+                "connector": item.connector, "incident": item.incident_id, "error": str(lost)})
+            return
         SYNC_CHANGES.labels(item.connector, "out", "retry" if state == "pending" else "dead").inc()
         (log.warning if state == "pending" else log.error)(
             "delivery failed", extra={"connector": item.connector, "incident": item.incident_id,

@@ -46,11 +46,12 @@ class PollerOwnership:
                 except Exception:          # the connection died, and the lock with it
                     log.warning("lost the poller lock's connection", extra={"connector": self.name})
                     self._drop()
-            connection = self.db.connect()
+            # Autocommit: the connection must not sit "idle in transaction" while it holds the
+            # lock (servers with idle_in_transaction_session_timeout would kill it).
+            connection = self.db.connect().execution_options(isolation_level="AUTOCOMMIT")
             try:
                 got = connection.execute(text("SELECT pg_try_advisory_lock(:key)"),
                                          {"key": self.key}).scalar()
-                connection.commit()
             except Exception:
                 connection.close()
                 raise
@@ -66,7 +67,6 @@ class PollerOwnership:
             if self._connection is not None:
                 try:
                     self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
-                    self._connection.commit()
                 except Exception:
                     pass
                 self._drop()

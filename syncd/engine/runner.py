@@ -58,15 +58,16 @@ class Engine:
         self.clock = clock
         self.settings = settings
         self.worker_id = worker_id
+        self.hints: queue.Queue[tuple[str, str]] = queue.Queue()
         self.inbound = InboundSync(sessions=sessions, runtimes=self.runtimes, clock=clock,
                                    pause_share=settings.pause_share,
-                                   pause_min_links=settings.pause_min_links)
+                                   pause_min_links=settings.pause_min_links,
+                                   on_stale=self.hint)
         # Who may poll each connector (replicas on PostgreSQL); None: this process always may.
         self.ownership = {name: ownership(name) for name in self.runtimes} if ownership else {}
         self.outbox = OutboxDelivery(sessions=sessions, runtimes=self.runtimes, clock=clock,
                                      backoff=settings.backoff, lease=settings.lease)
         self.incidents = IncidentActions(sessions=sessions, runtimes=self.runtimes, clock=clock)
-        self.hints: queue.Queue[tuple[str, str]] = queue.Queue()
         self._work_ready = threading.Event()
         self._poll_now = {name: threading.Event() for name in self.runtimes}
         self._stop = threading.Event()
@@ -94,9 +95,11 @@ class Engine:
     def poll(self, connector: str) -> int:
         """One poll of a connector, after re-reading any inbound dead letters an operator asked to
         retry; a remote failure is logged and left for the next poll."""
+        owner = self.ownership.get(connector)
         try:
             self.inbound.retry_dead_inbound(connector)
-            applied = self.inbound.poll(connector)
+            applied = self.inbound.poll(connector,
+                                        still_owner=owner.holds if owner else (lambda: True))
         except RemoteError as error:
             log.warning("poll failed", extra={"connector": connector, "error": str(error)})
             return 0

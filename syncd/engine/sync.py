@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.clock import Clock
-from syncd.connectors.base import RemoteComment, RemoteRecord, SyncCursor
+from syncd.connectors.base import RemoteComment, RemoteError, RemoteRecord, SyncCursor
 from syncd.engine.propagation import propagate_comment, propagate_fields, propagate_new_incident
 from syncd.engine.runtime import ConnectorRuntime, incident_id_from_correlation
 from syncd.mapping import UnmappableValue
@@ -31,9 +32,14 @@ log = logging.getLogger(__name__)
 APPLY_ATTEMPTS = 3
 
 
+def same_text(a: str, b: str) -> bool:
+    """Comment bodies as ticket systems store them: line endings normalised, ends trimmed."""
+    return a.replace("\r\n", "\n").strip() == b.replace("\r\n", "\n").strip()
+
+
 @dataclass
 class ApplyResult:
-    outcome: str         # applied, unchanged, created, adopted, ignored, unknown, dead_letter
+    outcome: str    # applied, unchanged, created, adopted, ignored, unknown, stale, dead_letter
     incident_id: int | None = None
     changed: dict[str, Any] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)
@@ -43,17 +49,22 @@ class InboundSync:
     """Reads remote records and applies them to the store, one transaction per record."""
 
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
-                 clock: Clock, pause_share: float | None = 0.5, pause_min_links: int = 20):
+                 clock: Clock, pause_share: float | None = 0.5, pause_min_links: int = 20,
+                 on_stale: Callable[[str, str], None] | None = None):
         self.sessions = sessions
         self.runtimes = runtimes
         self.clock = clock
+        # Called with (connector, remote id) when a record read turned out older than what the
+        # link already knows: the engine re-reads it (a webhook-style hint).
+        self.on_stale = on_stale
         self.pause_share = pause_share          # None: never pause
         self.pause_min_links = pause_min_links  # below this many links a share means little
 
     # -- entry points -----------------------------------------------------------------------
-    def poll(self, connector_name: str) -> int:
+    def poll(self, connector_name: str, *, still_owner: Callable[[], bool] = lambda: True) -> int:
         """Read every change since the connector's cursor and apply it; returns records applied.
-        The cursor only moves once the whole batch is in the store, so a crash re-reads, never skips."""
+        The cursor only moves once the whole batch is in the store (and only while this process
+        still owns the connector's polling), so a crash re-reads, never skips."""
         runtime = self.runtimes[connector_name]
         with transaction(self.sessions, readonly=True) as session:
             row = service.get_cursor(session=session, connector=connector_name)
@@ -63,16 +74,34 @@ class InboundSync:
                 return 0
             cursor = SyncCursor(row.watermark, frozenset(row.seen)) if row else SyncCursor()
             accepted = bool(row and row.accept_mass_change)
+        read_at = self.clock.now()
         records, next_cursor = runtime.connector.fetch_changes(cursor)
         if not accepted and self._mass_change(connector_name, records):
             return 0
         for record in records:
-            self.apply(connector_name, record)
+            self.apply_isolated(connector_name, record, read_at=read_at)
+        if not still_owner():
+            log.warning("lost the poller lock during a poll; the cursor stays for the new owner",
+                        extra={"connector": connector_name})
+            return len(records)
         with transaction(self.sessions) as session:
             service.save_cursor(session=session, connector=connector_name,
                                 watermark=next_cursor.watermark, seen=next_cursor.seen,
                                 now=self.clock.now())
         return len(records)
+
+    def apply_isolated(self, connector_name: str, record: RemoteRecord, *, read_at: datetime,
+                       repair: bool = False) -> ApplyResult:
+        """Apply one record of a batch so that it cannot stop the others: anything but a remote
+        error (which the batch retries later) makes this record a dead letter with its reason."""
+        try:
+            return self.apply(connector_name, record, read_at=read_at, repair=repair)
+        except RemoteError:
+            raise
+        except Exception as error:
+            log.exception("remote record could not be applied", extra={
+                "connector": connector_name, "remote_key": record.key})
+            return self._dead_letter(connector_name, record, f"{type(error).__name__}: {error}")
 
     def reconcile(self, connector_name: str, *, batch: int = 200) -> dict[str, int]:
         """Re-read every linked record of a connector and repair drift both ways. A record that
@@ -94,6 +123,7 @@ class InboundSync:
                                                f"vanished at once")
                 return counts
             after = pairs[-1][0]
+            read_at = self.clock.now()
             found = {record.remote_id: record for record in
                      runtime.connector.fetch_many([remote_id for _, _, remote_id, _ in pairs])}
             for _, incident_id, remote_id, remote_key in pairs:
@@ -107,7 +137,8 @@ class InboundSync:
                             kind="remote_vanished", actor=None, source=connector_name,
                             data={"connector": connector_name, "remote_key": remote_key})
                     continue
-                if self.apply(connector_name, record, repair=True).outcome != "unchanged":
+                if self.apply_isolated(connector_name, record, read_at=read_at,
+                                       repair=True).outcome not in ("unchanged", "dead_letter"):
                     counts["repaired"] += 1
 
     def _mass_change(self, connector_name: str, records: list[RemoteRecord]) -> bool:
@@ -179,8 +210,10 @@ class InboundSync:
         """Re-read records by id and apply each; a record that no longer exists is "ignored"."""
         if not remote_ids:
             return {}
+        read_at = self.clock.now()
         records = self.runtimes[connector_name].connector.fetch_many(list(remote_ids))
-        results = {record.remote_id: self.apply(connector_name, record) for record in records}
+        results = {record.remote_id: self.apply_isolated(connector_name, record, read_at=read_at)
+                   for record in records}
         return {remote_id: results.get(remote_id, ApplyResult("ignored")) for remote_id in remote_ids}
 
     def paused_reason(self, connector_name: str) -> str | None:
@@ -195,23 +228,27 @@ class InboundSync:
                        for item in service.pending_inbound(session=session, connector=connector_name)]
         results = self.read_and_apply(connector_name, [remote_id for _, remote_id in pending])
         for item_id, remote_id in pending:
-            if results[remote_id].outcome != "dead_letter":
-                with transaction(self.sessions) as session:
-                    service.close_inbound(session=session, item_id=item_id, now=self.clock.now())
+            still_failing = results[remote_id].outcome == "dead_letter"
+            with transaction(self.sessions) as session:
+                service.settle_inbound(session=session, item_id=item_id,
+                                       state="dead" if still_failing else "done",
+                                       now=self.clock.now())
         return len(pending)
 
     # -- one record -------------------------------------------------------------------------
-    def apply(self, connector_name: str, record: RemoteRecord, *, repair: bool = False
-              ) -> ApplyResult:
+    def apply(self, connector_name: str, record: RemoteRecord, *, read_at: datetime,
+              repair: bool = False) -> ApplyResult:
         """Apply one remote record. With ``repair`` (reconcile), the version short-cut is skipped
         and any field where the store and the remote still disagree is queued to go out again.
 
         Another worker or replica may apply the same record at the same moment (a webhook hint on
         one, the poll on another): the loser's transaction fails on the incident's version or the
-        link's unique key, and re-reading then finds the work done."""
+        link's unique key, and re-reading then finds the work done. ``read_at`` is when the record
+        was read: if the link changed after that (our own write, or a newer read applied first),
+        the record may be older than what the link knows, so it is not applied but re-read."""
         for attempt in range(1, APPLY_ATTEMPTS + 1):
             try:
-                return self._apply_once(connector_name, record, repair=repair)
+                return self._apply_once(connector_name, record, read_at=read_at, repair=repair)
             except (service.VersionConflict, IntegrityError):
                 if attempt == APPLY_ATTEMPTS:
                     raise
@@ -219,8 +256,8 @@ class InboundSync:
                                                                 "remote_key": record.key})
         raise AssertionError("unreachable")
 
-    def _apply_once(self, connector_name: str, record: RemoteRecord, *, repair: bool
-                    ) -> ApplyResult:
+    def _apply_once(self, connector_name: str, record: RemoteRecord, *, read_at: datetime,
+                    repair: bool) -> ApplyResult:
         runtime = self.runtimes[connector_name]
         mapping = runtime.mapping()
         try:
@@ -238,16 +275,21 @@ class InboundSync:
 
         with transaction(self.sessions) as session:
             link = service.find_link(session=session, connector=connector_name,
-                                     remote_id=record.remote_id)
-            if link is None:
+                                     remote_id=record.remote_id, for_update=True)
+            if link is not None and link.synced_at > read_at:
+                result = ApplyResult("stale", link.incident_id)
+            elif link is None:
                 result = self._unlinked(session, runtime, record, remote_values, comments)
             else:
                 result = self._linked(session, runtime, link, record, remote_values, comments)
                 if repair:
                     self._queue_drift(session, runtime, link.incident_id, remote_values)
-            # The record maps now: an older version's dead letter has nothing left to say.
-            service.close_inbound_dead_letters(session=session, connector=connector_name,
-                                               remote_id=record.remote_id, now=self.clock.now())
+            if result.outcome != "stale":
+                # The record maps now: an older version's dead letter has nothing left to say.
+                service.close_inbound_dead_letters(session=session, connector=connector_name,
+                                                   remote_id=record.remote_id, now=self.clock.now())
+        if result.outcome == "stale" and self.on_stale is not None:
+            self.on_stale(connector_name, record.remote_id)
         SYNC_CHANGES.labels(connector_name, "in", result.outcome).inc()
         for name in result.conflicts:
             CONFLICTS.labels(connector_name, name).inc()
@@ -268,7 +310,9 @@ class InboundSync:
                   remote_values: dict[str, Any], comments: list[RemoteComment]) -> ApplyResult:
         now = self.clock.now()
         own_incident = incident_id_from_correlation(record.correlation_id)
-        if own_incident is not None and session.get(Incident, own_incident) is not None:
+        if (own_incident is not None and session.get(Incident, own_incident) is not None
+                and service.link_for(session=session, incident_id=own_incident,
+                                     connector=runtime.name) is None):
             # A record syncd created whose link was lost to a crash: adopt it, the store stays truth.
             link = service.create_link(session=session, incident_id=own_incident,
                                        connector=runtime.name, remote_id=record.remote_id,
@@ -279,7 +323,8 @@ class InboundSync:
         if not runtime.create_incidents:
             return ApplyResult("ignored")
         fields = {k: v for k, v in remote_values.items() if v is not None or k == "priority"}
-        fields.setdefault("title", record.key)
+        if not (fields.get("title") or "").strip():
+            fields["title"] = record.key          # an incident needs a title; the key is one
         incident = service.create_incident(session=session, fields=fields, now=now,
                                            actor=None, source=runtime.name)
         service.create_link(session=session, incident_id=incident.id, connector=runtime.name,
@@ -382,7 +427,7 @@ class InboundSync:
         for comment in comments:
             if comment.remote_id in known:
                 continue
-            own = next((c for c in unlinked_own if c.body == comment.body), None)
+            own = next((c for c in unlinked_own if same_text(c.body, comment.body)), None)
             if own is not None:
                 unlinked_own.remove(own)
                 service.link_comment(session=session, comment_id=own.id, connector=runtime.name,

@@ -188,9 +188,12 @@ def timeline(*, session: Session, incident_id: int) -> list[TimelineEntry]:
 
 # -- links --------------------------------------------------------------------------------------
 
-def find_link(*, session: Session, connector: str, remote_id: str) -> Link | None:
-    return session.scalars(select(Link).where(Link.connector == connector,
-                                              Link.remote_id == remote_id)).one_or_none()
+def find_link(*, session: Session, connector: str, remote_id: str,
+              for_update: bool = False) -> Link | None:
+    query = select(Link).where(Link.connector == connector, Link.remote_id == remote_id)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
 
 
 def link_for(*, session: Session, incident_id: int, connector: str) -> Link | None:
@@ -351,6 +354,7 @@ def claim_due(*, session: Session, worker: str, now: datetime, lease: timedelta,
                     ~exists().where(earlier.incident_id == OutboxItem.incident_id,
                                     earlier.connector == OutboxItem.connector,
                                     earlier.id < OutboxItem.id,
+                                    earlier.operation != "inbound",
                                     earlier.state.in_(open_states)))
              .order_by(OutboxItem.next_attempt_at, OutboxItem.id)
              .limit(limit)
@@ -377,6 +381,12 @@ def _claimed(session: Session, item_id: int, worker: str) -> OutboxItem:
         raise StoreError(f"outbox row {item_id} is no longer claimed by {worker} "
                          f"(state {item.state}, claimed by {item.claimed_by})")
     return item
+
+
+def renew_claim(*, session: Session, item_id: int, worker: str, until: datetime) -> None:
+    """Extend a claim before the next remote call of a delivery; StoreError if it was lost (the
+    lease ran out and another worker took the row), so the old claimer stops instead of writing."""
+    _claimed(session, item_id, worker).claimed_until = until
 
 
 def complete(*, session: Session, item_id: int, worker: str, now: datetime) -> None:
@@ -456,10 +466,12 @@ def pending_inbound(*, session: Session, connector: str) -> list[OutboxItem]:
         OutboxItem.state == "pending").order_by(OutboxItem.id)))
 
 
-def close_inbound(*, session: Session, item_id: int, now: datetime) -> None:
+def settle_inbound(*, session: Session, item_id: int, state: str, now: datetime) -> None:
+    """After an operator's retry of an inbound dead letter: "done", or "dead" again if the
+    record still cannot be applied (it stays on the operator's list, never silently pending)."""
     item = session.get(OutboxItem, item_id, with_for_update=True)
     if item is not None:
-        item.state = "done"
+        item.state = state
         item.updated_at = now
 
 

@@ -13,7 +13,7 @@ from .conftest import make_engine
 from .test_story import jira_issue, raise_sn_incident
 
 
-class Crash(Exception):
+class Crash(BaseException):
     """Stands for the process dying at the worst moment."""
 
 

@@ -26,7 +26,7 @@ titles = st.sampled_from(["db down", "api slow", "disk full", "cert expired"])
 priorities = st.sampled_from(sorted(PRIORITY_PAIRS))
 
 
-class Crash(Exception):
+class Crash(BaseException):
     pass
 
 
