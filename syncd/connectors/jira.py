@@ -120,6 +120,29 @@ def _seen_entry(remote_id: str, version: str) -> str:
     return f"{remote_id}@{version}"
 
 
+def _latest_versions(records: Sequence[RemoteRecord]) -> list[RemoteRecord]:
+    """Each issue once, as last read (an issue edited mid-poll is read twice), oldest first."""
+    latest: dict[str, RemoteRecord] = {}
+    for record in records:
+        latest.pop(record.remote_id, None)
+        latest[record.remote_id] = record
+    return list(latest.values())
+
+
+def _same_text(stored: str, written: str) -> bool:
+    """Whether a comment body is the text we wrote (Jira may trim it and turn CRLF into LF)."""
+    def normal(text: str) -> str:
+        return text.replace("\r\n", "\n").strip()
+    return normal(stored) == normal(written)
+
+
+def _property_correlation(raw: Mapping[str, Any]) -> str | None:
+    """The correlation id in a raw issue's ``syncd`` entity property, if it was read and set."""
+    prop = (raw.get("properties") or {}).get(CORRELATION_PROPERTY)
+    found = prop.get("correlationId") if isinstance(prop, dict) else None
+    return found if isinstance(found, str) else None
+
+
 class _DelegatingSession(requests.Session):
     """Sends every request through another session (``through``), with this session's auth."""
 
@@ -215,6 +238,7 @@ class JiraConnector(Connector):
         self._fields: dict[str, _Field] | None = None          # by id
         self._transitions: dict[tuple[str, str, str], list[_Transition]] = {}
         self._users: dict[Ref, dict[str, str]] = {}
+        self._me: str | None = None             # the integration user, see _own_author
 
     def _adopt_session(self, timeout: float) -> None:
         """Give the library a session that keeps its error handling but sends through ours.
@@ -326,9 +350,7 @@ class JiraConnector(Connector):
                 correlation_id = tags[0][len(CORRELATION_LABEL_PREFIX):]
                 flat["labels"] = [label for label in labels if label not in tags]
         else:
-            prop = (raw.get("properties") or {}).get(CORRELATION_PROPERTY)
-            if isinstance(prop, dict):
-                correlation_id = prop.get("correlationId")
+            correlation_id = _property_correlation(raw)
         return RemoteRecord(remote_id=str(raw["id"]), key=str(raw.get("key")),
                             url=f"{self.server_url}/browse/{raw.get('key')}", version=version,
                             updated_at=updated_at, fields=flat, correlation_id=correlation_id,
@@ -383,21 +405,60 @@ class JiraConnector(Connector):
 
     def fetch_changes(self, cursor: SyncCursor, *, limit: int = 500
                       ) -> tuple[list[RemoteRecord], SyncCursor]:
-        jql = f"({self.base_jql})"
-        if cursor.watermark is not None:
-            since = (cursor.watermark - self.overlap).astimezone(timezone.utc)
-            jql += f" AND updated >= {jql_string(since.strftime(JQL_TIME_FORMAT))}"
-        jql += " ORDER BY updated ASC, key ASC"
+        """Issues changed since the cursor's watermark minus ``overlap``, oldest first.
+
+        Pages are read in a sliding window, not by offset: each page is the first page of
+        ``updated >= "<minute of the newest issue read so far>"``, and issues already read in this
+        poll (same id and ``updated``) are dropped. An issue edited mid-poll moves to the end of
+        the order and is read there, and none can slip across a page boundary, as it can with
+        ``startAt`` (Server/DC) and with Cloud's ``nextPageToken`` (an offset into a query that
+        is run again; Atlassian promises no snapshot). When a whole page falls in one minute the
+        window cannot advance, so the next query also leaves out the issues already read at that
+        minute's versions (``NOT (id in (...) AND updated < <next minute>)``)."""
+        since = cursor.watermark - self.overlap if cursor.watermark is not None else None
+        window = since.astimezone(timezone.utc).replace(second=0, microsecond=0) if since else None
+        fields = self._fields_param()
+        read: dict[str, RemoteRecord] = {}          # id@updated -> issue, in reading order
         records: list[RemoteRecord] = []
-        for page in self._search_pages(jql):
-            for raw in page:
-                record = self._record(raw)
-                if _seen_entry(record.remote_id, record.version) not in cursor.seen:
+        stalled = False
+        while len(records) < limit:
+            jql = self._window_jql(window, read.values() if stalled else ())
+            page, position = self._call("search", lambda jql=jql: self._search_page(
+                jql, fields, None))
+            known = len(read)
+            for record in map(self._record, page):
+                entry = _seen_entry(record.remote_id, record.version)
+                if entry in read:
+                    continue
+                read[entry] = record
+                if entry not in cursor.seen:
                     records.append(record)
-            if len(records) >= limit:
+            if position is None or not read:
                 break
-        records = records[:limit]
+            if stalled and len(read) == known:
+                log.warning("%s: the search ignored the issues left out of it (%s); this poll "
+                            "stops here and the next one resumes from its watermark", self.name,
+                            jql, extra={"connector": self.name})
+                break
+            newest = max(r.updated_at for r in read.values()).replace(second=0, microsecond=0)
+            stalled = newest == window
+            window = newest
+        records = _latest_versions(records[:limit])
         return records, self._next_cursor(cursor, records)
+
+    def _window_jql(self, window: datetime | None, read: Iterable[RemoteRecord]) -> str:
+        """The poll's query from minute ``window`` on, leaving out the ``read`` issues whose
+        version lies within that minute (how a poll moves past a minute fuller than a page)."""
+        jql = f"({self.base_jql})"
+        if window is not None:
+            jql += f" AND updated >= {jql_string(window.strftime(JQL_TIME_FORMAT))}"
+            within = sorted({r.remote_id for r in read
+                             if r.updated_at.replace(second=0, microsecond=0) == window}, key=int)
+            if within:
+                next_minute = (window + timedelta(minutes=1)).strftime(JQL_TIME_FORMAT)
+                jql += (f" AND NOT (id in ({', '.join(within)}) AND updated < "
+                        f"{jql_string(next_minute)})")
+        return jql + " ORDER BY updated ASC, key ASC"
 
     def _next_cursor(self, cursor: SyncCursor, records: list[RemoteRecord]) -> SyncCursor:
         """Advance the watermark to the newest record and remember every (id, version) the next,
@@ -551,38 +612,66 @@ class JiraConnector(Connector):
         return f"{self.server_url}/rest/api/2/{path}"
 
     def create(self, fields: Mapping[str, Any], *, correlation_id: str) -> RemoteRecord:
+        """POST an issue carrying its correlation id (label, or entity property sent in the same
+        request, so no issue is ever left untagged). A retried attempt first looks for the issue
+        an earlier attempt may have created before its answer was lost."""
         self._check_correlation_id(correlation_id)
         plain = dict(fields)
         target_status = plain.pop("status", None)
         resolution = plain.pop("resolution", None) if target_status is not None else None
         payload = {"project": {"key": self.project}, "issuetype": {"name": self.issue_type},
                    **self._encode_fields(plain)}
+        body: dict[str, Any] = {"fields": payload}
         if self.correlation == "label":
             payload["labels"] = [*(payload.get("labels") or []),
                                  CORRELATION_LABEL_PREFIX + correlation_id]
-        search_fields = self._fields_param()
+        else:
+            body["properties"] = [{"key": CORRELATION_PROPERTY,
+                                   "value": {"correlationId": correlation_id}}]
+        created_after = self.clock.now() - self.overlap
         attempts = 0
 
         def create_once() -> str:
             nonlocal attempts
             attempts += 1
-            if attempts > 1 and self.correlation == "label":
-                # An earlier attempt may have created it before its answer was lost.
-                existing, _ = self._search_page(self._correlation_jql(correlation_id),
-                                                search_fields, None)
-                if existing:
-                    return str(existing[0]["id"])
-            return str(self._client.create_issue(fields=payload, prefetch=False).id)
+            if attempts > 1:
+                existing = self._created_by_earlier_attempt(correlation_id, created_after)
+                if existing is not None:
+                    return existing
+            answer = self._client._session.post(self._url("issue"), data=json.dumps(body))
+            return str(answer.json()["id"])
 
         remote_id = self._call("create", create_once)
-        if self.correlation == "property":
-            self._call("set_correlation", lambda: self._client.add_issue_property(
-                remote_id, CORRELATION_PROPERTY, {"correlationId": correlation_id}))
         record = self._fetch_existing(remote_id)
         if target_status is not None and record.fields.get("status") != target_status:
             self._transition(remote_id, target_status, resolution, known=record)
             record = self._fetch_existing(remote_id)
         return record
+
+    def _created_by_earlier_attempt(self, correlation_id: str, created_after: datetime
+                                    ) -> str | None:
+        """The id of the issue a lost-answer create made, if search shows it; not retried.
+
+        Label mode searches the label. Property mode cannot search the property unless an app
+        indexes it (Jira searches indexed properties only), so it reads the project's issues
+        created since the first attempt (less ``overlap`` for clock skew) with their ``syncd``
+        property and compares it here. Cloud search is eventually consistent: an issue created
+        a moment ago can still be missing from both searches."""
+        if self.correlation == "label":
+            jql = self._correlation_jql(correlation_id)
+        else:
+            since = created_after.astimezone(timezone.utc).strftime(JQL_TIME_FORMAT)
+            jql = (f"project = {jql_string(self.project)} AND created >= {jql_string(since)} "
+                   "ORDER BY created ASC")
+        fields = ["created"]
+        position: str | int | None = None
+        while True:
+            issues, position = self._search_page(jql, fields, position)
+            for raw in issues:
+                if self.correlation == "label" or _property_correlation(raw) == correlation_id:
+                    return str(raw["id"])
+            if position is None:
+                return None
 
     def update(self, remote_id: str, fields: Mapping[str, Any]) -> None:
         """PUT the plain fields and move the status through its transition. The issue is not read
@@ -697,10 +786,53 @@ class JiraConnector(Connector):
 
     def add_comment(self, remote_id: str, body: str, *, channel: str = COMMENT_CHANNEL
                     ) -> RemoteComment:
+        """POST a comment. A retried attempt first looks for the comment an earlier attempt may
+        have posted before its answer was lost (a timeout, a reset, a 500 after Jira stored it)."""
         visibility = self._visibility(channel)
-        raw = self._call("add_comment", lambda: self._client.add_comment(
-            remote_id, body, visibility=visibility).raw)
-        return self._comment(raw)
+        posted_after = self.clock.now() - self.overlap
+        attempts = 0
+
+        def post_once() -> RemoteComment:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                existing = self._posted_by_earlier_attempt(remote_id, body, channel, posted_after)
+                if existing is not None:
+                    return existing
+            return self._comment(self._client.add_comment(remote_id, body,
+                                                          visibility=visibility).raw)
+
+        return self._call("add_comment", post_once)
+
+    def _posted_by_earlier_attempt(self, remote_id: str, body: str, channel: str,
+                                   posted_after: datetime) -> RemoteComment | None:
+        """Our newest comment on the channel saying ``body`` and posted since the first attempt
+        (less ``overlap`` for clock skew, so an identical older note is not taken for it); reads
+        the comments newest first and stops at the first older one. Not retried."""
+        me = self._own_author()
+        if me is None:
+            return None
+        start = 0
+        while True:
+            page = [self._comment(c.raw) for c in self._client.comments(
+                remote_id, start_at=start, max_results=self.page_size, order_by="-created")]
+            for comment in page:
+                if comment.created_at < posted_after:
+                    return None
+                if (comment.author == me and comment.channel == channel
+                        and _same_text(comment.body, body)):
+                    return comment
+            if len(page) < self.page_size:
+                return None
+            start += len(page)
+
+    def _own_author(self) -> str | None:
+        """The integration user as comment authors name it (accountId or name), read once."""
+        with self._setup_lock:
+            if self._me is None:
+                me = self._client.myself()
+                self._me = str(me.get("accountId") or me.get("name") or "")
+            return self._me or None
 
     def list_comments(self, remote_id: str) -> list[RemoteComment]:
         comments: list[RemoteComment] = []

@@ -1518,7 +1518,9 @@ class JiraSimulator(Simulator):
 
     def _post_issue(self, request: Request, version: str) -> Response:
         body = self._body(request)
+        properties = self._entity_properties(body.get("properties"))
         issue = self.create_issue(body.get("fields") or {}, self._actor(request), body.get("update"))
+        issue["properties"].update(properties)
         return Response(201, {"id": issue["id"], "key": issue["key"],
                               "self": self._url(version, f"issue/{issue['id']}")})
 
@@ -1644,6 +1646,24 @@ class JiraSimulator(Simulator):
         existed = key in issue["properties"]
         issue["properties"][key] = value
         return Response(200 if existed else 201)
+
+    @staticmethod
+    def _entity_properties(given: Any) -> dict[str, Any]:
+        """A create body's ``properties`` ([{"key", "value"}], IssueUpdateDetails) by key,
+        checked before the issue is made so a bad list creates nothing."""
+        if given is None:
+            return {}
+        if not isinstance(given, list) or not all(isinstance(p, Mapping) for p in given):
+            raise JiraError(400, ["'properties' must be a list of {key, value} objects."])
+        found: dict[str, Any] = {}
+        for prop in given:
+            key = prop.get("key")
+            if not isinstance(key, str) or not key or len(key) > 255:
+                raise JiraError(400, ["The property key must be 1 to 255 characters."])
+            if prop.get("value") is None:
+                raise JiraError(400, ["The property value cannot be empty."])
+            found[key] = copy.deepcopy(prop["value"])
+        return found
 
     def _delete_property(self, request: Request, version: str) -> Response:
         issue = self._issue(request.params["issue"])

@@ -140,40 +140,65 @@ def test_the_library_does_not_retry_behind_the_policy(api):
 
 # -- reading -----------------------------------------------------------------------------------
 
-def test_server_search_pages_with_start_at_in_updated_order_from_the_overlapped_watermark(api):
+def jql_is(jql: str):
+    return responses.matchers.query_param_matcher({"jql": jql}, strict_match=False)
+
+
+def test_server_search_slides_its_window_to_the_newest_minute_read_instead_of_paging_by_offset(api):
     api.get(f"{API}/serverInfo", json=SERVER_INFO)
-    page_one = api.get(f"{API}/search", match=[responses.matchers.query_param_matcher(
-        {"startAt": "0"}, strict_match=False)], json={
+    first_jql = '(project = "OPS") AND updated >= "2026/01/01 09:58" ORDER BY updated ASC, key ASC'
+    next_jql = '(project = "OPS") AND updated >= "2026/01/01 10:00" ORDER BY updated ASC, key ASC'
+    page_one = api.get(f"{API}/search", match=[jql_is(first_jql)], json={
         "startAt": 0, "maxResults": 2, "total": 3, "issues": [
             issue_json("10001", "OPS-1", "2026-01-01T09:59:00.000+0000"),
             issue_json("10002", "OPS-2", "2026-01-01T10:00:30.000+0000")]})
-    page_two = api.get(f"{API}/search", match=[responses.matchers.query_param_matcher(
-        {"startAt": "2"}, strict_match=False)], json={
-        "startAt": 2, "maxResults": 2, "total": 3, "issues": [
+    page_two = api.get(f"{API}/search", match=[jql_is(next_jql)], json={
+        "startAt": 0, "maxResults": 2, "total": 2, "issues": [
+            issue_json("10002", "OPS-2", "2026-01-01T10:00:30.000+0000"),
             issue_json("10003", "OPS-3", "2026-01-01T10:01:00.000+0000")]})
     jira = connector(page_size=2)
     watermark = datetime(2026, 1, 1, 10, 0, 40, tzinfo=timezone.utc)
 
     records, cursor = jira.fetch_changes(SyncCursor(watermark=watermark))
 
-    assert [r.key for r in records] == ["OPS-1", "OPS-2", "OPS-3"]
+    assert [r.key for r in records] == ["OPS-1", "OPS-2", "OPS-3"]     # OPS-2 read twice, kept once
     sent = query(page_one.calls[0])
-    assert sent["jql"] == ['(project = "OPS") AND updated >= "2026/01/01 09:58" '
-                           'ORDER BY updated ASC, key ASC']
-    assert sent["maxResults"] == ["2"]
+    assert sent["startAt"] == ["0"] and sent["maxResults"] == ["2"]
     assert {"summary", "status", "updated", "customfield_10050"} <= set(sent["fields"])
-    assert page_two.call_count == 1
+    assert page_two.call_count == 1 and query(page_two.calls[0])["startAt"] == ["0"]
     assert cursor.watermark == datetime(2026, 1, 1, 10, 1, tzinfo=timezone.utc)
     assert "10003@2026-01-01T10:01:00.000+0000" in cursor.seen
     assert "10001@2026-01-01T09:59:00.000+0000" in cursor.seen     # still inside the next window
 
 
-def test_cloud_search_follows_next_page_token_and_never_calls_the_removed_search(api):
+def test_a_minute_fuller_than_a_page_is_passed_by_leaving_out_the_issues_read_in_it(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    window = '(project = "OPS") AND updated >= "2026/01/01 10:00"'
+    same_minute = [issue_json(f"1000{n}", f"OPS-{n}", f"2026-01-01T10:00:0{n}.000+0000")
+                   for n in range(1, 4)]
+    first = api.get(f"{API}/search", match=[jql_is(window + " ORDER BY updated ASC, key ASC")],
+                    json={"startAt": 0, "maxResults": 2, "total": 3, "issues": same_minute[:2]})
+    rest = api.get(f"{API}/search", match=[jql_is(
+        window + ' AND NOT (id in (10001, 10002) AND updated < "2026/01/01 10:01") '
+                 'ORDER BY updated ASC, key ASC')],
+        json={"startAt": 0, "maxResults": 2, "total": 1, "issues": same_minute[2:]})
+    jira = connector(page_size=2)
+
+    records, _ = jira.fetch_changes(SyncCursor(watermark=datetime(2026, 1, 1, 10, 2,
+                                                                  tzinfo=timezone.utc)))
+
+    assert [r.key for r in records] == ["OPS-1", "OPS-2", "OPS-3"]
+    assert first.call_count == 1 and rest.call_count == 1
+
+
+def test_cloud_search_slides_its_window_too_and_never_calls_the_removed_search(api):
     api.get(f"{API}/serverInfo", json=CLOUD_INFO)
     old = api.get(f"{API}/search", status=410, json=OLD_SEARCH_GONE)
-    first = api.get(f"{API}/search/jql", match=[responses.matchers.query_param_matcher(
-        {"nextPageToken": "tok-2"}, strict_match=False)], json={
-        "issues": [issue_json("10002", "OPS-2", "2026-01-01T10:02:00.000+0000")], "isLast": True})
+    second = api.get(f"{API}/search/jql", match=[jql_is(
+        '(project = "OPS") AND updated >= "2026/01/01 10:01" ORDER BY updated ASC, key ASC')],
+        json={"issues": [issue_json("10001", "OPS-1", "2026-01-01T10:01:00.000+0000"),
+                         issue_json("10002", "OPS-2", "2026-01-01T10:02:00.000+0000")],
+              "isLast": True})
     api.get(f"{API}/search/jql", json={
         "issues": [issue_json("10001", "OPS-1", "2026-01-01T10:01:00.000+0000")],
         "nextPageToken": "tok-2", "isLast": False})
@@ -182,8 +207,9 @@ def test_cloud_search_follows_next_page_token_and_never_calls_the_removed_search
     records, cursor = jira.fetch_changes(SyncCursor())
 
     assert [r.key for r in records] == ["OPS-1", "OPS-2"]
-    assert old.call_count == 0 and first.call_count == 1
-    assert "summary" in query(first.calls[0])["fields"]       # Cloud returns only ids unless asked
+    assert old.call_count == 0 and second.call_count == 1
+    assert "nextPageToken" not in query(second.calls[0])      # a new window, not the next offset
+    assert "summary" in query(second.calls[0])["fields"]      # Cloud returns only ids unless asked
     assert cursor.watermark == parse_jira_time("2026-01-01T10:02:00.000+0000")
 
 
@@ -265,10 +291,10 @@ def test_a_create_whose_answer_was_lost_is_found_by_its_label_instead_of_duplica
         'project = "OPS" AND labels = "syncd-inc-7" ORDER BY created ASC']
 
 
-def test_property_correlation_is_set_after_create_and_searched_by_property(api):
+def test_property_correlation_travels_in_the_create_request_and_is_searched_by_property(api):
     api.get(f"{API}/serverInfo", json=SERVER_INFO)
-    api.post(f"{API}/issue", status=201,
-             json={"id": "10008", "key": "OPS-8", "self": f"{API}/issue/10008"})
+    post = api.post(f"{API}/issue", status=201,
+                    json={"id": "10008", "key": "OPS-8", "self": f"{API}/issue/10008"})
     prop = api.put(f"{API}/issue/10008/properties/syncd", status=201)
     with_property = {**issue_json("10008", "OPS-8", "2026-01-01T10:00:00.000+0000", labels=[]),
                      "properties": {"syncd": {"correlationId": "inc-8"}}}
@@ -277,11 +303,36 @@ def test_property_correlation_is_set_after_create_and_searched_by_property(api):
                                             "issues": [with_property]})
     jira = connector(correlation="property")
     assert jira.create({"summary": "Checkout is down"}, correlation_id="inc-8").correlation_id == "inc-8"
-    assert json.loads(prop.calls[0].request.body) == {"correlationId": "inc-8"}
+    sent = json.loads(post.calls[0].request.body)
+    assert sent["properties"] == [{"key": "syncd", "value": {"correlationId": "inc-8"}}]
+    assert "labels" not in sent["fields"]
+    assert prop.call_count == 0                      # no second request that a crash could miss
     assert query(read.calls[0])["properties"] == ["syncd"]
     assert jira.find_by_correlation("inc-8").key == "OPS-8"
     assert query(search.calls[0])["jql"] == [
         'project = "OPS" AND issue.property[syncd].correlationId = "inc-8" ORDER BY created ASC']
+
+
+def test_a_property_mode_create_whose_answer_was_lost_is_found_among_recent_issues(api):
+    api.get(f"{API}/serverInfo", json=SERVER_INFO)
+    post = api.post(f"{API}/issue", body=requests.ConnectionError("connection reset by peer"))
+    someone_elses = {**issue_json("10007", "OPS-7", "2026-01-01T09:59:00.000+0000", labels=[]),
+                     "properties": {"syncd": {"correlationId": "inc-7"}}}
+    ours = {**issue_json("10008", "OPS-8", "2026-01-01T10:00:00.000+0000", labels=[]),
+            "properties": {"syncd": {"correlationId": "inc-8"}}}
+    lookup = api.get(f"{API}/search", json={"startAt": 0, "maxResults": 100, "total": 2,
+                                            "issues": [someone_elses, ours]})
+    api.get(f"{API}/issue/10008", json=ours)
+    clock = ManualClock(datetime(2026, 1, 1, 10, 0, 20, tzinfo=timezone.utc))
+
+    record = connector(correlation="property", clock=clock).create(
+        {"summary": "Checkout is down"}, correlation_id="inc-8")
+
+    assert record.remote_id == "10008" and post.call_count == 1
+    sent = query(lookup.calls[0])
+    # The property is not searchable unless an app indexes it: read recent issues and compare.
+    assert sent["jql"] == ['project = "OPS" AND created >= "2026/01/01 09:58" ORDER BY created ASC']
+    assert sent["properties"] == ["syncd"]
 
 
 def test_a_user_outside_utc_is_warned_about(api, caplog):
