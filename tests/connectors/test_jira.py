@@ -765,3 +765,111 @@ def test_live_fetch_many_skips_a_deleted_issue_in_one_search(sim, live):
         assert list(record.comments) == live.list_comments(record.remote_id)
     assert [c.body for c in records[0].comments] == ["Paged the on-call"]
     assert live.fetch_many([made[1].remote_id]) == []
+
+
+# -- retries after a lost answer, and polls while people edit ----------------------------------
+
+def on_the_wire(jira: JiraConnector, method: str, path_end: str, *, arrives: bool) -> list[int]:
+    """Make the first ``method`` request whose path ends with ``path_end`` fail with a reset:
+    after the server handled it (``arrives``, its answer lost) or before it was sent. Returns
+    a list that counts the matching requests the connector sent."""
+    real = jira._http.request
+    sent: list[int] = []
+
+    def request(method_: str, url: str, *args, **kwargs):
+        matches = method_.upper() == method and urlsplit(url).path.endswith(path_end)
+        if matches:
+            sent.append(1)
+            if len(sent) == 1 and not arrives:
+                raise requests.ConnectionError("connection refused")
+        response = real(method_, url, *args, **kwargs)
+        if matches and len(sent) == 1:
+            raise requests.ConnectionError("connection reset after the request was processed")
+        return response
+
+    jira._http.request = request
+    return sent
+
+
+@pytest.fixture
+def live_on_sim_clock(sim):
+    """A connector on the simulator's clock, so "since the first attempt" means the same time."""
+    jira = JiraConnector("jira-retry", url=sim.base_url, username="syncd",
+                         token="syncd-api-token", project="OPS", page_size=2, clock=sim.clock,
+                         policy=RetryPolicy(max_attempts=3, max_total_seconds=30))
+    yield jira
+    jira.close()
+
+
+def test_live_a_comment_whose_answer_was_lost_is_posted_once(sim, live_on_sim_clock):
+    jira = live_on_sim_clock
+    issue = sim.human_create({"summary": "Checkout is down"})
+    sim.human_comment(issue["key"], "rolled back deploy 42")      # a person's twin is not ours
+    posts = on_the_wire(jira, "POST", "/comment", arrives=True)
+
+    sent = requests_made(sim, jira, lambda: jira.add_comment(issue["id"],
+                                                             "rolled back deploy 42\r\n"))
+
+    bodies = [c["body"] for c in sim.comments(issue["key"])]
+    assert bodies == ["rolled back deploy 42", "rolled back deploy 42\r\n"]
+    assert len(posts) == 1
+    # The retry's cost: who we are (read once per process) and one newest-first page of comments.
+    assert [line.split("?")[0] for line in sent] == [
+        f"POST /rest/api/2/issue/{issue['id']}/comment", "GET /rest/api/2/myself",
+        f"GET /rest/api/2/issue/{issue['id']}/comment"]
+
+
+def test_live_a_comment_that_never_arrived_is_posted_even_when_an_older_twin_exists(
+        sim, live_on_sim_clock):
+    jira = live_on_sim_clock
+    issue = sim.human_create({"summary": "Checkout is down"})
+    jira.add_comment(issue["id"], "acknowledged")
+    sim.clock.advance(600)                      # well before this note's first attempt
+    posts = on_the_wire(jira, "POST", "/comment", arrives=False)
+
+    comment = jira.add_comment(issue["id"], "acknowledged", channel="comment:Developers")
+
+    assert len(posts) == 2 and comment.channel == "comment:Developers"
+    assert [(c["body"], bool(c.get("visibility"))) for c in sim.comments(issue["key"])] == [
+        ("acknowledged", False), ("acknowledged", True)]
+
+
+def test_live_property_mode_create_whose_answer_was_lost_is_not_duplicated(sim):
+    jira = JiraConnector("jira-property", url=sim.base_url, username="syncd",
+                         token="syncd-api-token", project="OPS", correlation="property",
+                         clock=sim.clock, policy=RetryPolicy(max_attempts=3, max_total_seconds=30))
+    sim.human_create({"summary": "Someone else's incident"})
+    posts = on_the_wire(jira, "POST", "/rest/api/2/issue", arrives=True)
+
+    created = jira.create({"summary": "Checkout is down"}, correlation_id="inc-7")
+
+    assert len(posts) == 1 and created.correlation_id == "inc-7"
+    assert sim.search('project = OPS AND summary ~ "Checkout"') == [created.key]
+    assert sim.get_issue(created.key)["properties"] == {"syncd": {"correlationId": "inc-7"}}
+    jira.close()
+
+
+def test_live_poll_reads_an_issue_that_an_edit_mid_poll_shifts_across_a_page_boundary(
+        sim, live_on_sim_clock):
+    jira = live_on_sim_clock
+    keys = []
+    for n in range(5):
+        keys.append(sim.human_create({"summary": f"issue {n}"})["key"])
+        sim.clock.advance(300)                  # minutes apart: each page moves the window
+    real = jira._search_page
+    pages = []
+
+    def search_page(*args, **kwargs):
+        pages.append(1)
+        if len(pages) == 2:                     # a person edits the first issue between pages
+            sim.human_update(keys[0], {"summary": "issue 0, edited"})
+        return real(*args, **kwargs)
+
+    jira._search_page = search_page
+    records, cursor = jira.fetch_changes(SyncCursor())
+
+    assert sorted(r.key for r in records) == sorted(keys)
+    assert [r.fields["summary"] for r in records if r.key == keys[0]] == ["issue 0, edited"]
+    assert [r.key for r in records][-1] == keys[0]            # oldest first: the edit is newest
+    jira._search_page = real
+    assert jira.fetch_changes(cursor)[0] == []
