@@ -9,9 +9,12 @@ Conventions a Jira admin needs to know:
 * **Correlation.** A created issue carries its correlation id as the label ``syncd-<id>``
   (``correlation="label"``, the default; the label is hidden from the ``labels`` field syncd reads
   and kept when syncd writes labels) or as the entity property ``syncd`` =
-  ``{"correlationId": "<id>"}`` (``correlation="property"``; searching by it needs the property
-  indexed by an app, a Jira restriction). Cloud search is eventually consistent, so a lookup right
-  after a create may miss it.
+  ``{"correlationId": "<id>"}`` (``correlation="property"``, sent in the create request itself).
+  A create retried after a lost answer looks for the issue first in both modes: by label, or (as
+  Jira searches only properties an app has indexed) among the project's issues created since the
+  first attempt, read with their property. ``find_by_correlation`` in property mode, which has no
+  such time bound (e.g. after a crash), finds the issue only when an app indexes the property.
+  Cloud search is eventually consistent, so a lookup right after a create may miss it.
 * **Comment channels.** ``"comment"`` is a comment everyone who sees the issue can read;
   ``"comment:<role>"`` restricts it to a project role (e.g. ``"comment:Developers"``) and
   ``"comment:group:<group>"`` to a group. Comments read back carry the same channel names.
@@ -21,14 +24,17 @@ Conventions a Jira admin needs to know:
   display name, as listed by ``/rest/api/2/field``. ``status`` is written through a workflow
   transition; ``resolution`` travels with that transition when both are written together.
 
-HTTP requests per call, as measured against the simulator (label correlation; the server info and
-field list are read once per process): create = POST + re-read (2); update of plain fields = one
+HTTP requests per call, as measured against the simulator (the server info and field list are
+read once per process): create = POST + re-read (2), in both correlation modes; update of plain fields = one
 PUT (1), one more GET when it writes ``labels``; status change = read + POST transition (2), plus
 one ``GET transitions`` the first time a (project, issue type, from-status) is met; create into a
 later status = 2 + transition + re-read (4, or 5 uncached). ``update`` returns None: the engine
 does not need the issue read back (see Connector.update). Issues read by polls, ``fetch`` and
 ``fetch_many`` carry their comments (the ``comment`` field), so the engine needs no
-``list_comments`` call for them; ``fetch_many`` reads up to 50 issues with one search.
+``list_comments`` call for them; ``fetch_many`` reads up to 50 issues with one search. A comment
+is one POST; when it is retried, the retry first reads ``/myself`` (once per process) and the
+issue's comments newest first (one GET per ``page_size`` comments posted since the first attempt),
+and posts again only when the earlier attempt's comment is not there.
 """
 
 from __future__ import annotations
