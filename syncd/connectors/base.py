@@ -25,6 +25,14 @@ from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 
+def same_text(stored: str, written: str) -> bool:
+    """Whether a comment body as a ticket system stored it is the text that was written: both
+    ServiceNow and Jira may trim it and turn CRLF into LF."""
+    def normal(text: str) -> str:
+        return text.replace("\r\n", "\n").strip()
+    return normal(stored) == normal(written)
+
+
 class RemoteError(Exception):
     """A remote call failed. ``transient`` tells the engine whether retrying later can help."""
 

@@ -286,3 +286,22 @@ def call_remote(connector: str, operation: str, fn: Callable[[], T], *, policy: 
     )
     return retrying(attempt)
 
+
+def retry_finds_earlier(write: Callable[[], T], find_earlier: Callable[[], T | None]
+                        ) -> Callable[[], T]:
+    """Make a write that is not idempotent (a create, a comment) safe under call_remote's
+    retries: an attempt after the first looks for what an earlier one may have written before
+    its answer was lost (a timeout, a reset, a 500 after the remote stored it), and writes only
+    if it finds nothing."""
+    attempts = 0
+
+    def attempt() -> T:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:
+            earlier = find_earlier()
+            if earlier is not None:
+                return earlier
+        return write()
+
+    return attempt

@@ -55,8 +55,9 @@ from jira.resilientsession import ResilientSession
 
 from syncd.clock import Clock, SystemClock
 from syncd.connectors.base import (Connector, PermanentRemoteError, Ref, RemoteComment,
-                                   RemoteRecord, SyncCursor, WebhookRejected)
-from syncd.connectors.http import RetryPolicy, call_remote, instrumented_session
+                                   RemoteRecord, SyncCursor, WebhookRejected, same_text)
+from syncd.connectors.http import (RetryPolicy, call_remote, instrumented_session,
+                                   retry_finds_earlier)
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,6 @@ def _latest_versions(records: Sequence[RemoteRecord]) -> list[RemoteRecord]:
         latest.pop(record.remote_id, None)
         latest[record.remote_id] = record
     return list(latest.values())
-
-
-def _same_text(stored: str, written: str) -> bool:
-    """Whether a comment body is the text we wrote (Jira may trim it and turn CRLF into LF)."""
-    def normal(text: str) -> str:
-        return text.replace("\r\n", "\n").strip()
-    return normal(stored) == normal(written)
 
 
 def _property_correlation(raw: Mapping[str, Any]) -> str | None:
@@ -635,19 +629,13 @@ class JiraConnector(Connector):
             body["properties"] = [{"key": CORRELATION_PROPERTY,
                                    "value": {"correlationId": correlation_id}}]
         created_after = self.clock.now() - self.overlap
-        attempts = 0
 
         def create_once() -> str:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1:
-                existing = self._created_by_earlier_attempt(correlation_id, created_after)
-                if existing is not None:
-                    return existing
             answer = self._client._session.post(self._url("issue"), data=json.dumps(body))
             return str(answer.json()["id"])
 
-        remote_id = self._call("create", create_once)
+        remote_id = self._call("create", retry_finds_earlier(
+            create_once, lambda: self._created_by_earlier_attempt(correlation_id, created_after)))
         record = self._fetch_existing(remote_id)
         if target_status is not None and record.fields.get("status") != target_status:
             self._transition(remote_id, target_status, resolution, known=record)
@@ -796,19 +784,14 @@ class JiraConnector(Connector):
         have posted before its answer was lost (a timeout, a reset, a 500 after Jira stored it)."""
         visibility = self._visibility(channel)
         posted_after = self.clock.now() - self.overlap
-        attempts = 0
 
         def post_once() -> RemoteComment:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1:
-                existing = self._posted_by_earlier_attempt(remote_id, body, channel, posted_after)
-                if existing is not None:
-                    return existing
             return self._comment(self._client.add_comment(remote_id, body,
                                                           visibility=visibility).raw)
 
-        return self._call("add_comment", post_once)
+        return self._call("add_comment", retry_finds_earlier(
+            post_once, lambda: self._posted_by_earlier_attempt(remote_id, body, channel,
+                                                               posted_after)))
 
     def _posted_by_earlier_attempt(self, remote_id: str, body: str, channel: str,
                                    posted_after: datetime) -> RemoteComment | None:
@@ -826,7 +809,7 @@ class JiraConnector(Connector):
                 if comment.created_at < posted_after:
                     return None
                 if (comment.author == me and comment.channel == channel
-                        and _same_text(comment.body, body)):
+                        and same_text(comment.body, body)):
                     return comment
             if len(page) < self.page_size:
                 return None

@@ -26,8 +26,10 @@ from requests.auth import HTTPBasicAuth
 
 from syncd.clock import Clock, SystemClock
 from syncd.connectors.base import (Connector, PermanentRemoteError, Ref, RemoteComment,
-                                   RemoteRecord, SyncCursor, TransientRemoteError, WebhookRejected)
-from syncd.connectors.http import RetryPolicy, call_remote, instrumented_session
+                                   RemoteRecord, SyncCursor, TransientRemoteError, WebhookRejected,
+                                   same_text)
+from syncd.connectors.http import (RetryPolicy, call_remote, instrumented_session,
+                                   retry_finds_earlier)
 
 log = logging.getLogger(__name__)
 
@@ -457,17 +459,9 @@ class ServiceNowConnector(Connector):
         if not correlation_id:
             raise ValueError(f"connector {self.name!r}: create needs a correlation id")
         body = {**self._outbound(fields), "correlation_id": correlation_id}
-        attempts = 0
-
-        def create_once() -> dict[str, Any]:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1:
-                existing = self._find_raw_by_correlation(correlation_id)
-                if existing is not None:
-                    return existing
-            return self._resource(self.table).create(body).one()
-
+        create_once = retry_finds_earlier(
+            lambda: self._resource(self.table).create(body).one(),
+            lambda: self._find_raw_by_correlation(correlation_id))
         return self._records([self._call("create", create_once)])[0]
 
     def update(self, remote_id: str, fields: Mapping[str, Any]) -> RemoteRecord:
@@ -491,22 +485,15 @@ class ServiceNowConnector(Connector):
         query = then_order(f"{self._equals('element_id', remote_id)}^element={channel}"
                            f"^{self._equals('sys_created_by', self.username)}",
                            "ORDERBYDESCsys_created_on")
-        attempts = 0
 
         def our_newest_entry_with_body() -> dict[str, Any] | None:
             """Our most recent entry on the channel that says ``body``. Several entries can share
             one second (sys_created_on has no finer grain), so look well past the newest one."""
             entries = self._query(JOURNAL_TABLE, query, limit=JOURNAL_LOOKBACK, fields=JOURNAL_FIELDS)
-            return next((e for e in entries if _same_text(e.get("value") or "", body)
+            return next((e for e in entries if same_text(e.get("value") or "", body)
                          and e.get("sys_created_by") == self.username), None)
 
         def append() -> dict[str, Any]:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1:
-                existing = our_newest_entry_with_body()
-                if existing is not None:
-                    return existing
             self._result(self.session.patch(url, json={channel: body},
                                             params={"sysparm_fields": "sys_id"}))
             entry = our_newest_entry_with_body()
@@ -515,7 +502,8 @@ class ServiceNowConnector(Connector):
                                                       f"cannot find it in {JOURNAL_TABLE}")
             return entry
 
-        return _comment(self._call("add_comment", append))
+        return _comment(self._call("add_comment",
+                                   retry_finds_earlier(append, our_newest_entry_with_body)))
 
     def list_comments(self, remote_id: str) -> list[RemoteComment]:
         query = then_order(f"{self._equals('element_id', remote_id)}"
@@ -557,13 +545,6 @@ def _reference_id(value: Any) -> str:
     if isinstance(value, dict):
         return value.get("value") or ""
     return value or ""
-
-
-def _same_text(stored: str, written: str) -> bool:
-    """Whether a journal value is the text we wrote (the instance may trim it and use LF)."""
-    def normal(text: str) -> str:
-        return text.replace("\r\n", "\n").strip()
-    return normal(stored) == normal(written)
 
 
 def _seen_key(raw: Mapping[str, Any]) -> str:

@@ -16,9 +16,8 @@ from typing import Any, Callable, Mapping
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.clock import Clock
-from syncd.connectors.base import RemoteError, RemoteRecord
+from syncd.connectors.base import RemoteError, RemoteRecord, same_text
 from syncd.engine.runtime import ConnectorRuntime, correlation_id, template_context
-from syncd.engine.sync import same_text
 from syncd.mapping import UnmappableValue
 from syncd.metrics import SYNC_CHANGES
 from syncd.store import service

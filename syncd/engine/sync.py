@@ -18,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.clock import Clock
-from syncd.connectors.base import RemoteComment, RemoteError, RemoteRecord, SyncCursor
+from syncd.connectors.base import (RemoteComment, RemoteError, RemoteRecord, SyncCursor,
+                                   same_text)
 from syncd.engine.propagation import propagate_comment, propagate_fields, propagate_new_incident
 from syncd.engine.runtime import ConnectorRuntime, incident_id_from_correlation
 from syncd.mapping import UnmappableValue
@@ -30,11 +31,6 @@ from syncd.store.models import Incident, Link
 log = logging.getLogger(__name__)
 
 APPLY_ATTEMPTS = 3
-
-
-def same_text(a: str, b: str) -> bool:
-    """Comment bodies as ticket systems store them: line endings normalised, ends trimmed."""
-    return a.replace("\r\n", "\n").strip() == b.replace("\r\n", "\n").strip()
 
 
 @dataclass
