@@ -389,14 +389,18 @@ def renew_claim(*, session: Session, item_id: int, worker: str, until: datetime)
     _claimed(session, item_id, worker).claimed_until = until
 
 
+def _unclaim(item: OutboxItem, state: str, now: datetime) -> None:
+    item.state = state
+    item.claimed_by = None
+    item.claimed_until = None
+    item.updated_at = now
+
+
 def complete(*, session: Session, item_id: int, worker: str, now: datetime) -> None:
     """Mark a delivery done; refuses if the claim was lost (the lease ran out and someone else took it)."""
     item = _claimed(session, item_id, worker)
-    item.state = "done"
-    item.claimed_by = None
-    item.claimed_until = None
     item.last_error = None
-    item.updated_at = now
+    _unclaim(item, "done", now)
 
 
 def fail(*, session: Session, item_id: int, worker: str, error: str, transient: bool,
@@ -406,25 +410,18 @@ def fail(*, session: Session, item_id: int, worker: str, error: str, transient: 
     item = _claimed(session, item_id, worker)
     item.attempts += 1
     item.last_error = error
-    item.claimed_by = None
-    item.claimed_until = None
-    item.updated_at = now
     if transient and item.attempts < backoff.max_attempts:
         delay = max(backoff.delay(item.attempts), retry_after or 0.0)
-        item.state = "pending"
         item.next_attempt_at = now + timedelta(seconds=delay)
+        _unclaim(item, "pending", now)
     else:
-        item.state = "dead"
+        _unclaim(item, "dead", now)
     return item.state
 
 
 def release(*, session: Session, item_id: int, worker: str, now: datetime) -> None:
     """Hand a claimed row back untouched (a clean shutdown before the write was attempted)."""
-    item = _claimed(session, item_id, worker)
-    item.state = "pending"
-    item.claimed_by = None
-    item.claimed_until = None
-    item.updated_at = now
+    _unclaim(_claimed(session, item_id, worker), "pending", now)
 
 
 def dead_letter(*, session: Session, incident_id: int | None, connector: str, operation: str,
