@@ -220,7 +220,7 @@ class InboundSync:
     def retry_dead_inbound(self, connector_name: str) -> int:
         """Re-read records whose inbound dead letter an operator asked to retry."""
         with transaction(self.sessions, readonly=True) as session:
-            pending = [(item.id, item.fields.get("remote_id"))
+            pending = [(item.id, item.remote_id)
                        for item in service.pending_inbound(session=session, connector=connector_name)]
         results = self.read_and_apply(connector_name, [remote_id for _, remote_id in pending])
         for item_id, remote_id in pending:
@@ -456,6 +456,7 @@ class InboundSync:
                                 connector=connector_name, operation="inbound",
                                 fields={"remote_id": record.remote_id, "remote_key": record.key,
                                         "version": record.version},
+                                remote_id=record.remote_id,
                                 error=f"{record.key}: {reason}", now=self.clock.now())
         SYNC_CHANGES.labels(connector_name, "in", "dead_letter").inc()
         log.error("remote record cannot be mapped", extra={"connector": connector_name,

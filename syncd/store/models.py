@@ -165,6 +165,7 @@ class OutboxItem(Base):
         CheckConstraint(_one_of("operation", OUTBOX_OPERATIONS), name="ck_outbox_operation"),
         Index("ix_outbox_due", "state", "next_attempt_at"),
         Index("ix_outbox_pair", "incident_id", "connector", "state"),
+        Index("ix_outbox_remote", "connector", "remote_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -172,6 +173,7 @@ class OutboxItem(Base):
     connector: Mapped[str] = mapped_column(String(64))
     operation: Mapped[str] = mapped_column(String(16))
     fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    remote_id: Mapped[str | None] = mapped_column(String(128))   # the record an inbound row is about
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]

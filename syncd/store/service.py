@@ -425,21 +425,21 @@ def release(*, session: Session, item_id: int, worker: str, now: datetime) -> No
 
 
 def dead_letter(*, session: Session, incident_id: int | None, connector: str, operation: str,
-                fields: Mapping[str, Any], error: str, now: datetime) -> OutboxItem:
+                fields: Mapping[str, Any], error: str, now: datetime,
+                remote_id: str | None = None) -> OutboxItem:
     """Record work that cannot proceed without an operator (e.g. a remote record that cannot be mapped)."""
     item = OutboxItem(incident_id=incident_id, connector=connector, operation=operation,
-                      fields=dict(fields), state="dead", attempts=1, next_attempt_at=now,
-                      last_error=error, created_at=now, updated_at=now)
+                      fields=dict(fields), remote_id=remote_id, state="dead", attempts=1,
+                      next_attempt_at=now, last_error=error, created_at=now, updated_at=now)
     session.add(item)
     session.flush()
     return item
 
 
 def _open_inbound(session: Session, connector: str, remote_id: str) -> list[OutboxItem]:
-    rows = session.scalars(select(OutboxItem).where(
-        OutboxItem.connector == connector, OutboxItem.operation == "inbound",
-        OutboxItem.state.in_(("dead", "pending"))))
-    return [row for row in rows if row.fields.get("remote_id") == remote_id]
+    return list(session.scalars(select(OutboxItem).where(
+        OutboxItem.connector == connector, OutboxItem.remote_id == remote_id,
+        OutboxItem.operation == "inbound", OutboxItem.state.in_(("dead", "pending")))))
 
 
 def inbound_dead_letter_exists(*, session: Session, connector: str, remote_id: str,

@@ -47,3 +47,17 @@ def test_a_schema_from_an_unknown_newer_syncd_is_refused(empty_store_url):
     with pytest.raises(db.SchemaOutOfDate, match="9999"):
         db.ensure_schema(engine, auto_upgrade=False)
     engine.dispose()
+
+
+def test_the_migrations_build_exactly_the_schema_the_models_describe(empty_store_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from syncd.store.models import Base
+    engine = db.open_engine(empty_store_url)
+    db.upgrade(engine)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    engine.dispose()
+    assert differences == [], "models and migrations disagree: add a migration"

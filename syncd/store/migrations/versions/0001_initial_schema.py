@@ -87,6 +87,7 @@ def upgrade() -> None:
     sa.Column('connector', sa.String(length=64), nullable=False),
     sa.Column('operation', sa.String(length=16), nullable=False),
     sa.Column('fields', sa.JSON(), nullable=False),
+    sa.Column('remote_id', sa.String(length=128), nullable=True),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
@@ -103,6 +104,7 @@ def upgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_due', ['state', 'next_attempt_at'], unique=False)
         batch_op.create_index('ix_outbox_pair', ['incident_id', 'connector', 'state'], unique=False)
+        batch_op.create_index('ix_outbox_remote', ['connector', 'remote_id'], unique=False)
 
     op.create_table('timeline_entry',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -137,6 +139,7 @@ def downgrade() -> None:
 
     op.drop_table('timeline_entry')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_remote')
         batch_op.drop_index('ix_outbox_pair')
         batch_op.drop_index('ix_outbox_due')
 
