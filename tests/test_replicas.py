@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from syncd.engine.ownership import advisory_key
+from syncd.engine.ownership import advisory_key, poller_key
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
 from syncd.store import db, service
@@ -30,7 +30,9 @@ def replica_config(folder, store_url: str, n: int, port: int, sn: str, jira: str
 
 def poller_holder(engine, connector: str) -> str | None:
     """The application_name of the replica holding a connector's poller lock."""
-    key = advisory_key(f"poller:{connector}")
+    with engine.connect() as connection:
+        schema = connection.execute(text("SELECT current_schema()")).scalar()
+    key = poller_key(schema, connector)
     high, low = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
     with engine.connect() as connection:
         return connection.execute(text(
@@ -114,9 +116,10 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_store, tmp
 
 
 def test_advisory_keys_are_stable_and_distinct():
-    assert advisory_key("poller:jira") == advisory_key("poller:jira")
-    assert advisory_key("poller:jira") != advisory_key("poller:servicenow")
-    assert -2**63 <= advisory_key("poller:jira") < 2**63
+    assert poller_key("public", "jira") == poller_key("public", "jira")
+    assert poller_key("public", "jira") != poller_key("public", "servicenow")
+    assert poller_key("public", "jira") != poller_key("team_b", "jira")   # another deployment
+    assert -2**63 <= advisory_key("poller:public:jira") < 2**63
 
 
 def test_only_one_of_two_owners_polls_and_the_other_takes_over(postgres_store):

@@ -21,11 +21,16 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def poller_key(schema: str, connector: str) -> int:
+    """The advisory lock key of a connector's poller in the store living in ``schema``."""
+    return advisory_key(f"poller:{schema}:{connector}")
+
+
 class PollerOwnership:
     def __init__(self, db: Engine, name: str):
         self.db = db
         self.name = name
-        self.key = advisory_key(f"poller:{name}")
+        self.key: int | None = None        # known once connected: it names the store's schema
         self._connection: Connection | None = None
         self._lock = threading.Lock()
 
@@ -50,6 +55,11 @@ class PollerOwnership:
             # lock (servers with idle_in_transaction_session_timeout would kill it).
             connection = self.db.connect().execution_options(isolation_level="AUTOCOMMIT")
             try:
+                if self.key is None:
+                    # Advisory locks are database-wide: two deployments whose stores are two
+                    # schemas of one database must not take each other's poller locks.
+                    schema = connection.execute(text("SELECT current_schema()")).scalar()
+                    self.key = poller_key(schema, self.name)
                 got = connection.execute(text("SELECT pg_try_advisory_lock(:key)"),
                                          {"key": self.key}).scalar()
             except Exception:
