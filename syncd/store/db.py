@@ -75,10 +75,6 @@ def transaction(sessions: sessionmaker[Session], *, readonly: bool = False) -> I
         yield session
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 # -- migrations ---------------------------------------------------------------------------------
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
