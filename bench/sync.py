@@ -51,13 +51,14 @@ from syncd.clock import SystemClock  # noqa: E402
 from syncd.connectors.http import RetryPolicy  # noqa: E402
 from syncd.connectors.jira import JiraConnector  # noqa: E402
 from syncd.connectors.servicenow import ServiceNowConnector  # noqa: E402
-from syncd.engine.runner import Engine, EngineSettings  # noqa: E402
-from syncd.engine.runtime import ConnectorRuntime  # noqa: E402
+from syncd.engine.connector_runtime import ConnectorRuntime  # noqa: E402
+from syncd.engine.models import Link, SyncCursorRow  # noqa: E402
+from syncd.engine.sync_engine import EngineSettings, SyncEngine  # noqa: E402
+from syncd.incidents.models import Incident  # noqa: E402
 from syncd.mapping import default_mapping_path  # noqa: E402
 from syncd.mapping.reload import MappingSet  # noqa: E402
 from syncd.metrics import REMOTE_REQUESTS  # noqa: E402
 from syncd.store import db  # noqa: E402
-from syncd.store.models import Incident, Link, SyncCursorRow  # noqa: E402
 
 SN_AUTH = ("admin", "admin")
 JIRA_AUTH = ("syncd", "syncd-api-token")
@@ -84,7 +85,7 @@ def build_engine(sessions, sn_url: str, jira_url: str, *, workers: int, poll_int
                                   project="OPS", policy=policy, clock=clock),
             lambda: mappings.get("jira"), create_tickets=True, poll_interval=interval),
     }
-    return Engine(sessions=sessions, runtimes=runtimes, clock=clock,
+    return SyncEngine(sessions=sessions, runtimes=runtimes, clock=clock,
                   settings=EngineSettings(outbox_workers=workers, outbox_idle_wait=0.2,
                                           pause_share=None, reconcile_after_downtime=None))
 
@@ -233,7 +234,7 @@ class Phase:
         return max(self.landed.values(), default=self.started) - self.started
 
 
-def run_phase(engine: Engine, sn_url: str, jira_url: str, targets: list[int], *, rate: float | None,
+def run_phase(engine: SyncEngine, sn_url: str, jira_url: str, targets: list[int], *, rate: float | None,
               timeout: float) -> Phase:
     """Edit each target incident in ServiceNow (all at once, or ``rate`` per second), hint the
     engine, and wait until Jira has been written for every one (or ``timeout``)."""

@@ -96,7 +96,7 @@ def cmd_mappings_validate(args: argparse.Namespace) -> int:
 def store_transaction(args: argparse.Namespace, connector: str | None = None) -> Iterator[Session]:
     """One transaction on the configured store, for commands that only touch the store (they may
     run beside a daemon: SQLite's one-process rule is about daemons)."""
-    from syncd.daemon import secret
+    from syncd.connectors.factory import secret
     from syncd.store import db
     config = load_config_or_fail(args.config)
     _check_connector(config, connector)
@@ -138,18 +138,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters_list(args: argparse.Namespace) -> int:
-    from syncd.api.app import dead_letter_json
-    from syncd.store import service
+    from syncd.engine import dead_letters
     with store_transaction(args, args.connector) as session:
-        rows = [dead_letter_json(item)
-                for item in service.dead_letters(session=session, connector=args.connector)]
+        rows = dead_letters.list_dead_letters(session=session, connector=args.connector)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
         print("no dead letters")
     else:
         for row in rows:
-            print(f"{row['id']:>6}  {row['connector']:<12} {row['operation']:<8} "
+            print(f"{row['id']:>8}  {row['connector']:<12} {row['operation']:<8} "
                   f"incident {row['incident_id'] or '-':<6} attempts {row['attempts']:<3} "
                   f"{row['last_error']}")
     return EXIT_OK
@@ -157,17 +155,18 @@ def cmd_dead_letters_list(args: argparse.Namespace) -> int:
 
 def cmd_dead_letters_retry(args: argparse.Namespace) -> int:
     from syncd.clock import SystemClock
-    from syncd.store import service
+    from syncd.engine import dead_letters
+    from syncd.store.errors import NotFound
     if not args.all and args.id is None:
-        raise UsageError("dead-letters retry: give a dead letter's ID or --all")
+        raise UsageError("dead-letters retry: give a dead letter's ID (out-12, in-3) or --all")
     now = SystemClock().now()
     with store_transaction(args) as session:
-        ids = ([item.id for item in service.dead_letters(session=session)] if args.all
+        ids = ([row["id"] for row in dead_letters.list_dead_letters(session=session)] if args.all
                else [args.id])
-        for item_id in ids:
+        for dead_letter_id in ids:
             try:
-                service.retry_dead_letter(session=session, item_id=item_id, now=now)
-            except service.NotFound as error:
+                dead_letters.retry(session=session, dead_letter_id=dead_letter_id, now=now)
+            except NotFound as error:
                 raise UsageError(str(error)) from None
     print(f"{len(ids)} dead letter(s) queued for another attempt")
     return EXIT_OK
@@ -175,9 +174,9 @@ def cmd_dead_letters_retry(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from syncd.clock import SystemClock
-    from syncd.store import service
+    from syncd.engine import service as sync_service
     with store_transaction(args, args.connector) as session:
-        service.set_paused(session=session, connector=args.connector, reason=None,
+        sync_service.set_paused(session=session, connector=args.connector, reason=None,
                            now=SystemClock().now())
     print(f"{args.connector}: inbound sync resumed; the change that paused it will be applied")
     return EXIT_OK
@@ -208,8 +207,8 @@ def cmd_mappings_preview(args: argparse.Namespace) -> int:
     """Read one record and show what syncd would make of it, without touching the store."""
     from syncd.clock import SystemClock
     from syncd.connectors.base import Ref, RemoteError
+    from syncd.connectors.factory import build_connector, seconds
     from syncd.connectors.http import RetryPolicy
-    from syncd.daemon import build_connector, seconds
     from syncd.mapping import MappingError, UnmappableValue, load_mapping
     config = load_config_or_fail(args.config)
     _check_connector(config, args.connector)
@@ -342,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(dead_list)
     dead_list.set_defaults(handler=cmd_dead_letters_list)
     dead_retry = dead_commands.add_parser("retry", help="queue dead letters for another attempt")
-    dead_retry.add_argument("id", nargs="?", type=int)
+    dead_retry.add_argument("id", nargs="?", help="a dead letter's id from `list`: out-12, in-3")
     dead_retry.add_argument("--all", action="store_true")
     _add_config_option(dead_retry)
     dead_retry.set_defaults(handler=cmd_dead_letters_retry)

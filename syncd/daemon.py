@@ -3,7 +3,6 @@ mappings with hot reload, the engine's workers and the HTTP server, with a clean
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -11,7 +10,6 @@ import socket
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -19,13 +17,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from syncd.clock import Clock, SystemClock
-from syncd.connectors.base import Connector, RemoteError
-from syncd.connectors.http import RetryPolicy
+from syncd.connectors.base import RemoteError
+from syncd.connectors.factory import build_connector, seconds, secret
+from syncd.engine import service as sync_service
+from syncd.engine.connector_runtime import ConnectorRuntime
 from syncd.engine.ownership import PollerOwnership
-from syncd.engine.runner import Engine, EngineSettings
-from syncd.engine.runtime import ConnectorRuntime
+from syncd.engine.sync_engine import EngineSettings, SyncEngine
 from syncd.mapping.reload import MappingSet, MappingWatcher
-from syncd.store import db, service
+from syncd.store import db, queue
+from syncd.store.process_lock import SqliteProcessLock, StoreInUse
 
 log = logging.getLogger(__name__)
 
@@ -36,71 +36,6 @@ SHUTDOWN_SECONDS = 30.0      # below systemd's and Kubernetes' stop timeouts in 
 
 class StartupError(Exception):
     """The daemon cannot start; the message says why and what to do."""
-
-
-def secret(value: Any) -> Any:
-    """The plain value of a pydantic SecretStr (or the value itself)."""
-    return value.get_secret_value() if hasattr(value, "get_secret_value") else value
-
-
-def seconds(value: Any) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def build_connector(name: str, settings: Any, *, clock: Clock, overlap: timedelta,
-                    policy: RetryPolicy = RetryPolicy()) -> Connector:
-    """A connector client from its configuration section. Interactive commands pass a policy
-    that gives up quickly; the daemon keeps the patient default."""
-    if settings.type == "servicenow":
-        from syncd.connectors.servicenow import ServiceNowConnector
-        return ServiceNowConnector(
-            name, url=settings.url, username=settings.username,
-            password=secret(settings.password), table=settings.table, filter=settings.filter or "",
-            page_size=settings.page_size, overlap=overlap, policy=policy, clock=clock,
-            timeout=seconds(settings.timeout), verify_tls=settings.verify_tls,
-            webhook_secret=secret(settings.webhook_secret))
-    from syncd.connectors.jira import JiraConnector
-    return JiraConnector(
-        name, url=settings.url, username=settings.username, token=secret(settings.token),
-        project=settings.project, issue_type=settings.issue_type, jql=settings.jql,
-        deployment=settings.deployment, page_size=settings.page_size, overlap=overlap,
-        policy=policy, clock=clock, timeout=seconds(settings.timeout),
-        verify_tls=settings.verify_tls, webhook_secret=secret(settings.webhook_secret))
-
-
-class SqliteProcessLock:
-    """SQLite serves one process: a second daemon on the same file refuses to start."""
-
-    def __init__(self, url: str):
-        database = make_url(url).database
-        self.path = Path(f"{database}.lock") if database and database != ":memory:" else None
-        self._handle = None
-
-    def acquire(self) -> None:
-        if self.path is None:
-            return
-        self._handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.seek(0)
-            holder = self._handle.read().strip() or "another process"
-            self._handle.close()
-            self._handle = None
-            raise StartupError(
-                f"another syncd ({holder}) is already running on the SQLite store "
-                f"{self.path.with_suffix('')}: SQLite serves one process. Stop it, or use "
-                f"PostgreSQL to run several replicas.") from None
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        self._handle.flush()
-
-    def release(self) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
 
 
 class Daemon:
@@ -121,7 +56,10 @@ class Daemon:
     def open(self) -> None:
         """Everything short of starting threads: store checked, mappings loaded, connectors built."""
         if self.sqlite_lock:
-            self.sqlite_lock.acquire()
+            try:
+                self.sqlite_lock.acquire()
+            except StoreInUse as error:
+                raise StartupError(str(error)) from None
         # Each worker thread, poller (and its lock connection) and HTTP handler may hold a connection.
         pool = max(self.config.store.pool_size,
                    self.config.sync.outbox_workers + 3 * len(self.config.connectors) + 4)
@@ -152,13 +90,13 @@ class Daemon:
                 create_tickets=settings.create_tickets,
                 poll_interval=timedelta(seconds=seconds(settings.poll_interval)))
         sync = self.config.sync
-        self.engine = Engine(
+        self.engine = SyncEngine(
             sessions=self.sessions, runtimes=runtimes, clock=self.clock, worker_id=self.worker_id,
             ownership=lambda name: PollerOwnership(self.db, name),
             settings=EngineSettings(
                 outbox_workers=sync.outbox_workers,
                 lease=sync.claim_lease,
-                backoff=service.Backoff(initial=seconds(sync.backoff_initial),
+                backoff=queue.Backoff(initial=seconds(sync.backoff_initial),
                                         maximum=seconds(sync.backoff_max),
                                         max_attempts=sync.max_attempts),
                 reconcile_after_downtime=sync.reconcile_after_downtime,
@@ -178,9 +116,11 @@ class Daemon:
 
     def _start_http(self) -> None:
         from syncd.api.app import ApiSettings, create_app
+        from syncd.api.auth import ApiToken
         host, _, port = self.config.http.listen.rpartition(":")
         app = create_app(self.engine, ApiSettings(
-            api_tokens=[secret(t) for t in self.config.http.api_tokens],
+            api_tokens=[ApiToken(getattr(t, "name", "api"), secret(getattr(t, "token", t)))
+                        for t in self.config.http.api_tokens],
             max_body_bytes=self.config.http.max_body_bytes, readiness=self.readiness))
         self.http_server = uvicorn.Server(uvicorn.Config(
             app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_config=None,
@@ -221,7 +161,7 @@ class Daemon:
             return report
         with db.transaction(self.sessions, readonly=True) as session:
             for name in self.config.connectors:
-                cursor = service.get_cursor(session=session, connector=name)
+                cursor = sync_service.get_cursor(session=session, connector=name)
                 auth = self.auth_status.get(name, "pending")
                 paused = cursor.paused_reason if cursor else None
                 report["connectors"][name] = {"auth": auth, "paused": paused}

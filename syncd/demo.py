@@ -14,10 +14,10 @@ import requests
 
 from syncd.config import load_config
 from syncd.daemon import Daemon
+from syncd.engine import service as sync_service
 from syncd.mapping import default_mapping_path
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
-from syncd.store import service
 from syncd.store.db import transaction
 
 STEP_TIMEOUT = 60.0
@@ -123,13 +123,13 @@ class Demo:
     def _linked_issue_key(self) -> str | None:
         assert self.daemon is not None
         with transaction(self.daemon.sessions, readonly=True) as session:
-            link = service.link_for(session=session, incident_id=self.incident_id, connector="jira")
+            link = sync_service.link_for(session=session, incident_id=self.incident_id, connector="jira")
             return link.remote_key if link else None
 
     def _incident_id(self) -> int | None:
         assert self.daemon is not None
         with transaction(self.daemon.sessions, readonly=True) as session:
-            link = service.find_link(session=session, connector="servicenow", remote_id=self.sys_id)
+            link = sync_service.find_link(session=session, connector="servicenow", remote_id=self.sys_id)
             return link.incident_id if link else None
 
     def play(self) -> None:
@@ -172,7 +172,7 @@ class Demo:
         self.say(f"\nSYN-{self.incident_id} timeline ({len(detail['timeline'])} entries, "
                  f"story played in {time.monotonic() - started:.1f}s):")
         for entry in detail["timeline"]:
-            self.say(f"   {entry['at'][11:19]}  {entry['kind']:<16} {entry['source']}")
+            self.say(f"   {entry['at'][11:19]}  {entry['text']}")
 
 
 def run_demo(folder: Path, *, once: bool, say: Callable[[str], None] = print) -> int:

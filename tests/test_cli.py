@@ -14,6 +14,7 @@ from syncd.store import db
 
 from .support import ENV, SYNCD, free_port, syncd, wait_until, write_config
 
+
 def test_version_and_help():
     assert syncd("--version").stdout.startswith("syncd ")
     result = syncd()
@@ -107,22 +108,23 @@ def test_run_serves_syncs_and_stops_cleanly_on_sigterm(tmp_path):
 
 
 def test_dead_letters_list_and_retry(store, tmp_path, clock):
-    from syncd.store import service
+    from syncd.engine import service as sync_service
+    from syncd.incidents import service as incident_service
     with store.transaction() as session:
-        incident = service.create_incident(session=session, fields={"title": "x"}, now=clock.now(),
+        incident = incident_service.create_incident(session=session, fields={"title": "x"}, now=clock.now(),
                                            actor=None, source="test")
-        item = service.dead_letter(session=session, incident_id=incident.id, connector="servicenow",
-                                   operation="update", fields={"title": "x"},
-                                   error="400: Invalid field", now=clock.now())
+        item = sync_service.enqueue(session=session, incident_id=incident.id, connector="servicenow",
+                                    operation="update", fields={"title": "x"}, now=clock.now())
+        item.state, item.last_error = "dead", "400: Invalid field"
     path = write_config(tmp_path, store.url)
     listed = syncd("dead-letters", "list", "--config", str(path), env=ENV)
     assert listed.returncode == 0 and "400: Invalid field" in listed.stdout
     missing = syncd("dead-letters", "retry", "999", "--config", str(path), env=ENV)
     assert missing.returncode == 2 and "999" in missing.stderr
-    retried = syncd("dead-letters", "retry", str(item.id), "--config", str(path), env=ENV)
+    retried = syncd("dead-letters", "retry", f"out-{item.id}", "--config", str(path), env=ENV)
     assert retried.returncode == 0, retried.stderr
     with store.transaction() as session:
-        assert service.dead_letters(session=session) == []
+        assert sync_service.dead_letters(session=session) == []
 
 
 def test_run_refuses_a_mapping_for_the_wrong_system(tmp_path):
@@ -136,9 +138,9 @@ def test_run_refuses_a_mapping_for_the_wrong_system(tmp_path):
 
 
 def test_resume_unpauses_a_connector_and_refuses_an_unknown_one(store, tmp_path, clock):
-    from syncd.store import service
+    from syncd.engine import service as sync_service
     with store.transaction() as session:
-        service.set_paused(session=session, connector="servicenow", reason="mass change",
+        sync_service.set_paused(session=session, connector="servicenow", reason="mass change",
                            now=clock.now())
     path = write_config(tmp_path, store.url)
     unknown = syncd("resume", "nosuch", "--config", str(path), env=ENV)
@@ -146,5 +148,5 @@ def test_resume_unpauses_a_connector_and_refuses_an_unknown_one(store, tmp_path,
     resumed = syncd("resume", "servicenow", "--config", str(path), env=ENV)
     assert resumed.returncode == 0, resumed.stderr
     with store.transaction() as session:
-        cursor = service.get_cursor(session=session, connector="servicenow")
+        cursor = sync_service.get_cursor(session=session, connector="servicenow")
         assert cursor.paused_reason is None and cursor.accept_mass_change

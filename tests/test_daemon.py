@@ -14,15 +14,13 @@ import requests
 from syncd.config import load_config
 from syncd.connectors.base import SyncCursor
 from syncd.daemon import Daemon
-from syncd.engine.runner import Engine, EngineSettings
-from syncd.engine.runtime import ConnectorRuntime
+from syncd.engine.connector_runtime import ConnectorRuntime
+from syncd.engine.sync_engine import EngineSettings, SyncEngine
 from syncd.metrics import WORKER_RESTARTS
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
 
 from .support import ENV, SYNCD, free_port, wait_until, write_config
-
-
 
 
 def test_readiness_reflects_store_auth_and_pause(tmp_path, monkeypatch):
@@ -74,7 +72,7 @@ def test_a_crashed_worker_is_restarted_with_backoff_and_counted(store, clock):
     connector = ExplodingConnector(failures=2)
     runtime = ConnectorRuntime("boom", connector, mapping=lambda: None,
                                poll_interval=timedelta(seconds=0.01))
-    engine = Engine(sessions=store.sessions, runtimes={"boom": runtime}, clock=clock,
+    engine = SyncEngine(sessions=store.sessions, runtimes={"boom": runtime}, clock=clock,
                     settings=EngineSettings(outbox_workers=1, worker_restart_initial=0.01,
                                             reconcile_after_downtime=None))
     before = WORKER_RESTARTS.labels("poller-boom")._value.get()

@@ -25,13 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from syncd import metrics
 from syncd.api.app import ApiSettings, create_app
+from syncd.api.auth import ApiToken
 from syncd.clock import ManualClock
 from syncd.config import load_config
 from syncd.connectors.http import RetryPolicy
 from syncd.connectors.jira import JiraConnector
 from syncd.connectors.servicenow import ServiceNowConnector
-from syncd.engine.runner import Engine, EngineSettings
-from syncd.engine.runtime import ConnectorRuntime
+from syncd.engine.connector_runtime import ConnectorRuntime
+from syncd.engine.sync_engine import EngineSettings, SyncEngine
 from syncd.mapping import default_mapping_path, validate_files
 from syncd.mapping.reload import MappingSet
 from syncd.simulators.jira import JiraSimulator
@@ -227,12 +228,12 @@ def app_after_one_sync(tmp_path):
                                   clock=clock),
             lambda: mappings.get("jira"), create_tickets=True),
     }
-    sync_engine = Engine(sessions=sessions, runtimes=runtimes, clock=clock,
+    sync_engine = SyncEngine(sessions=sessions, runtimes=runtimes, clock=clock,
                          settings=EngineSettings(outbox_workers=1))
     sn.human_create({"short_description": "Checkout database down", "impact": "1", "urgency": "1"})
     sync_engine.run_cycle()
     try:
-        yield SimpleNamespace(app=create_app(sync_engine, ApiSettings(api_tokens=["t"])), jira=jira)
+        yield SimpleNamespace(app=create_app(sync_engine, ApiSettings(api_tokens=[ApiToken("api", "t")])), jira=jira)
     finally:
         for runtime in runtimes.values():
             runtime.connector.close()

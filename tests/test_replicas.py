@@ -13,10 +13,12 @@ import pytest
 import requests
 from sqlalchemy import text
 
+from syncd.engine import service as sync_service
 from syncd.engine.ownership import advisory_key, poller_key
+from syncd.incidents import service as incident_service
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
-from syncd.store import db, service
+from syncd.store import db
 
 from .support import ENV, free_port, wait_until, write_config
 
@@ -77,10 +79,10 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_store, tmp
         def all_synced():
             with store.transaction() as session:
                 links = {}
-                for incident in service.list_incidents(session=session, limit=100):
-                    sn_link = service.link_for(session=session, incident_id=incident.id,
+                for incident in incident_service.list_incidents(session=session, limit=100):
+                    sn_link = sync_service.link_for(session=session, incident_id=incident.id,
                                                connector="servicenow")
-                    jira_link = service.link_for(session=session, incident_id=incident.id,
+                    jira_link = sync_service.link_for(session=session, incident_id=incident.id,
                                                  connector="jira")
                     if sn_link and jira_link:
                         links[sn_link.remote_id] = jira_link.remote_key
@@ -99,7 +101,7 @@ def test_three_replicas_share_the_work_and_survive_a_sigkill(postgres_store, tmp
         assert len(creates) == len(sys_ids), "each incident created exactly one Jira issue"
         assert len(jira.search("project = OPS")) == len(sys_ids)
         with store.transaction() as session:
-            assert service.dead_letters(session=session) == []
+            assert sync_service.dead_letters(session=session) == []
 
         for process in processes:
             if process is not victim:

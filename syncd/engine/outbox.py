@@ -17,25 +17,29 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.clock import Clock
 from syncd.connectors.base import RemoteError, RemoteRecord, same_text
-from syncd.engine.runtime import ConnectorRuntime, correlation_id, template_context
+from syncd.engine import service as sync_service
+from syncd.engine.connector_runtime import (
+    ConnectorRuntime,
+    correlation_id,
+    template_context,
+)
+from syncd.engine.models import OutboxItem
+from syncd.incidents import service as incident_service
+from syncd.incidents.fields import incident_fields
+from syncd.incidents.models import Comment, Incident
 from syncd.mapping import UnmappableValue
 from syncd.metrics import SYNC_CHANGES
-from syncd.store import service
+from syncd.store import queue
 from syncd.store.db import transaction
-from syncd.store.models import Incident, OutboxItem
 
 log = logging.getLogger(__name__)
-
-
-class ClaimLost(Exception):
-    """This worker's claim on an outbox row ran out and another worker took the row."""
 
 
 class OutboxDelivery:
     """Claims due outbox rows and delivers them to their connectors."""
 
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
-                 clock: Clock, backoff: service.Backoff = service.Backoff(),
+                 clock: Clock, backoff: queue.Backoff = queue.Backoff(),
                  lease: timedelta = timedelta(minutes=2),
                  after_remote_write: Callable[[OutboxItem], None] | None = None):
         self.sessions = sessions
@@ -51,15 +55,15 @@ class OutboxDelivery:
         """Claim up to ``limit`` due rows and deliver each; returns how many were claimed. Once
         ``stopping`` says so, the rows not yet started are handed back for another worker."""
         with transaction(self.sessions) as session:
-            items = service.claim_due(session=session, worker=worker, now=self.clock.now(),
+            items = sync_service.claim_due(session=session, worker=worker, now=self.clock.now(),
                                       lease=self.lease, limit=limit)
             session.expunge_all()
         for index, item in enumerate(items):
             if stopping():
                 with transaction(self.sessions) as session:
                     for unstarted in items[index:]:
-                        service.release(session=session, item_id=unstarted.id, worker=worker,
-                                        now=self.clock.now())
+                        queue.release(session=session, model=OutboxItem,
+                                      claim=queue.claim_of(unstarted), now=self.clock.now())
                 break
             self.deliver(item, worker)
         return len(items)
@@ -78,7 +82,7 @@ class OutboxDelivery:
                          "comment": self._comment}[item.operation]
             operation(runtime, item, worker)
             SYNC_CHANGES.labels(item.connector, "out", item.operation).inc()
-        except ClaimLost as lost:
+        except queue.ClaimLost as lost:
             log.warning("claim lost mid-delivery; another worker has the row",
                         extra={"connector": item.connector, "incident": item.incident_id,
                                "error": str(lost)})
@@ -94,12 +98,9 @@ class OutboxDelivery:
 
     def _renew(self, item: OutboxItem, worker: str) -> None:
         """Before each remote call: extend the claim, or stop if another worker has taken it."""
-        try:
-            with transaction(self.sessions) as session:
-                service.renew_claim(session=session, item_id=item.id, worker=worker,
-                                    until=self.clock.now() + self.lease)
-        except service.StoreError as error:
-            raise ClaimLost(str(error)) from None
+        with transaction(self.sessions) as session:
+            queue.renew(session=session, model=OutboxItem, claim=queue.claim_of(item),
+                        until=self.clock.now() + self.lease)
 
     # -- operations ------------------------------------------------------------------------------
     def _create(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
@@ -128,13 +129,13 @@ class OutboxDelivery:
         self._hook(item)
         shadow = {**mapping.to_canonical(record.fields), **written}
         with transaction(self.sessions) as session:
-            if service.link_for(session=session, incident_id=incident.id,
+            if sync_service.link_for(session=session, incident_id=incident.id,
                                 connector=runtime.name) is None:
-                service.create_link(session=session, incident_id=incident.id,
+                sync_service.create_link(session=session, incident_id=incident.id,
                                     connector=runtime.name, remote_id=record.remote_id,
                                     remote_key=record.key, remote_url=record.url,
                                     remote_version=version, shadow=shadow, now=self.clock.now())
-                service.append_timeline(session=session, incident_id=incident.id,
+                incident_service.append_timeline(session=session, incident_id=incident.id,
                                         at=self.clock.now(), kind="linked", actor=None,
                                         source=runtime.name,
                                         data={"connector": runtime.name, "remote_key": record.key,
@@ -142,9 +143,9 @@ class OutboxDelivery:
             else:
                 written = {}      # a poll adopted the new record first, by its correlation id
             if not written:       # adopted: bring the record up to date with the store
-                service.enqueue(session=session, incident_id=incident.id, connector=runtime.name,
+                sync_service.enqueue(session=session, incident_id=incident.id, connector=runtime.name,
                                 operation="update", fields=dict(values), now=self.clock.now())
-            service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
+            queue.complete(session=session, model=OutboxItem, claim=queue.claim_of(item), now=self.clock.now())
 
     def _update(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
         incident, values, link = self._read(item, runtime.name)
@@ -169,28 +170,28 @@ class OutboxDelivery:
                 answer = runtime.connector.update(link.remote_id, remote_fields)
                 self._hook(item)
         with transaction(self.sessions) as session:
-            current = service.find_link(session=session, connector=runtime.name,
+            current = sync_service.find_link(session=session, connector=runtime.name,
                                         remote_id=link.remote_id)
             if changed and current is not None:
                 # The remote now holds what we wrote. Its version is trusted only when the answer
                 # proves our write was the only change since the version we knew; otherwise the
                 # next read confirms it, so a human edit that raced our write is still seen.
-                service.record_remote_state(session=session, link=current,
+                sync_service.record_remote_state(session=session, link=current,
                                             shadow={**(current.shadow or {}), **changed},
                                             remote_version=self._trusted_version(
                                                 runtime, current.remote_version, answer),
                                             now=self.clock.now())
                 # A field the store changed again while we wrote (a remote edit that won its
                 # conflict, say) goes out once more, or this remote would keep our older value.
-                now_values = service.incident_fields(
-                    service.get_incident(session=session, incident_id=incident.id))
+                now_values = incident_fields(
+                    incident_service.get_incident(session=session, incident_id=incident.id))
                 moved = {name: now_values.get(name) for name, value in changed.items()
                          if now_values.get(name) != value}
                 if moved:
-                    service.enqueue(session=session, incident_id=incident.id,
+                    sync_service.enqueue(session=session, incident_id=incident.id,
                                     connector=runtime.name, operation="update", fields=moved,
                                     now=self.clock.now())
-            service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
+            queue.complete(session=session, model=OutboxItem, claim=queue.claim_of(item), now=self.clock.now())
 
     @staticmethod
     def _trusted_version(runtime: ConnectorRuntime, known: str | None,
@@ -204,10 +205,10 @@ class OutboxDelivery:
     def _comment(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
         comment_id = item.fields["comment_id"]
         with transaction(self.sessions, readonly=True) as session:
-            comment = session.get(service.Comment, comment_id)
-            link = service.link_for(session=session, incident_id=item.incident_id,
+            comment = session.get(Comment, comment_id)
+            link = sync_service.link_for(session=session, incident_id=item.incident_id,
                                     connector=runtime.name)
-            already = service.remote_comment_id(session=session, comment_id=comment_id,
+            already = sync_service.remote_comment_id(session=session, comment_id=comment_id,
                                                 connector=runtime.name)
         if comment is None or already is not None:
             return self._complete(item, worker)
@@ -228,18 +229,18 @@ class OutboxDelivery:
                                                       channel=channel).remote_id
         self._hook(item)
         with transaction(self.sessions) as session:
-            if service.remote_comment_id(session=session, comment_id=comment_id,
+            if sync_service.remote_comment_id(session=session, comment_id=comment_id,
                                          connector=runtime.name) is None:
-                service.link_comment(session=session, comment_id=comment_id,
+                sync_service.link_comment(session=session, comment_id=comment_id,
                                      connector=runtime.name, remote_comment_id=remote_id)
-            service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
+            queue.complete(session=session, model=OutboxItem, claim=queue.claim_of(item), now=self.clock.now())
 
     # -- helpers ---------------------------------------------------------------------------------
     def _read(self, item: OutboxItem, connector: str):
         with transaction(self.sessions, readonly=True) as session:
-            incident = service.get_incident(session=session, incident_id=item.incident_id)
-            link = service.link_for(session=session, incident_id=incident.id, connector=connector)
-            values = service.incident_fields(incident)
+            incident = incident_service.get_incident(session=session, incident_id=item.incident_id)
+            link = sync_service.link_for(session=session, incident_id=incident.id, connector=connector)
+            values = incident_fields(incident)
             session.expunge_all()
         return incident, values, link
 
@@ -249,16 +250,16 @@ class OutboxDelivery:
 
     def _complete(self, item: OutboxItem, worker: str) -> None:
         with transaction(self.sessions) as session:
-            service.complete(session=session, item_id=item.id, worker=worker, now=self.clock.now())
+            queue.complete(session=session, model=OutboxItem, claim=queue.claim_of(item), now=self.clock.now())
 
     def _failed(self, item: OutboxItem, worker: str, error: str, transient: bool,
                 retry_after: float | None = None) -> None:
         try:
             with transaction(self.sessions) as session:
-                state = service.fail(session=session, item_id=item.id, worker=worker, error=error,
-                                     transient=transient, now=self.clock.now(),
-                                     backoff=self.backoff, retry_after=retry_after)
-        except service.StoreError as lost:       # the claim ran out: the row is someone else's
+                state = queue.fail(session=session, model=OutboxItem, claim=queue.claim_of(item),
+                                   error=error, transient=transient, now=self.clock.now(),
+                                   backoff=self.backoff, retry_after=retry_after)
+        except queue.ClaimLost as lost:       # the claim ran out: the row is someone else's
             log.warning("could not record a failed delivery", extra={
                 "connector": item.connector, "incident": item.incident_id, "error": str(lost)})
             return

@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 from sqlalchemy.orm import Session
 
-from syncd.engine.runtime import ConnectorRuntime
-from syncd.store import service
+from syncd.engine import service as sync_service
+from syncd.engine.connector_runtime import ConnectorRuntime
 
 
 def propagate_fields(*, session: Session, incident_id: int, fields: Mapping[str, Any],
@@ -27,7 +27,7 @@ def propagate_fields(*, session: Session, incident_id: int, fields: Mapping[str,
         if name == skip:
             continue
         if _linked_or_being_created(session, incident_id, name):
-            service.enqueue(session=session, incident_id=incident_id, connector=name,
+            sync_service.enqueue(session=session, incident_id=incident_id, connector=name,
                             operation="update", fields=dict(fields), now=now)
 
 
@@ -37,7 +37,7 @@ def propagate_new_incident(*, session: Session, incident_id: int,
     """Queue a create on every connector that creates tickets for new incidents."""
     for name, runtime in runtimes.items():
         if name != skip and runtime.create_tickets:
-            service.enqueue(session=session, incident_id=incident_id, connector=name,
+            sync_service.enqueue(session=session, incident_id=incident_id, connector=name,
                             operation="create", fields={}, now=now)
 
 
@@ -46,11 +46,11 @@ def propagate_comment(*, session: Session, incident_id: int, comment_id: int,
                       skip: str | None = None) -> None:
     for name in runtimes:
         if name != skip and _linked_or_being_created(session, incident_id, name):
-            service.enqueue(session=session, incident_id=incident_id, connector=name,
+            sync_service.enqueue(session=session, incident_id=incident_id, connector=name,
                             operation="comment", fields={"comment_id": comment_id}, now=now)
 
 
 def _linked_or_being_created(session: Session, incident_id: int, connector: str) -> bool:
-    if service.link_for(session=session, incident_id=incident_id, connector=connector) is not None:
+    if sync_service.link_for(session=session, incident_id=incident_id, connector=connector) is not None:
         return True
-    return service.has_open_create(session=session, incident_id=incident_id, connector=connector)
+    return sync_service.has_open_create(session=session, incident_id=incident_id, connector=connector)

@@ -18,15 +18,30 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.clock import Clock
-from syncd.connectors.base import (RemoteComment, RemoteError, RemoteRecord, SyncCursor,
-                                   same_text)
-from syncd.engine.propagation import propagate_comment, propagate_fields, propagate_new_incident
-from syncd.engine.runtime import ConnectorRuntime, incident_id_from_correlation
+from syncd.connectors.base import (
+    RemoteComment,
+    RemoteError,
+    RemoteRecord,
+    SyncCursor,
+    same_text,
+)
+from syncd.engine import service as sync_service
+from syncd.engine.connector_runtime import (
+    ConnectorRuntime,
+    incident_id_from_correlation,
+)
+from syncd.engine.models import Link
+from syncd.engine.propagation import (
+    propagate_comment,
+    propagate_fields,
+    propagate_new_incident,
+)
+from syncd.incidents import service as incident_service
+from syncd.incidents.fields import incident_fields
+from syncd.incidents.models import Incident
 from syncd.mapping import UnmappableValue
 from syncd.metrics import CONFLICTS, SYNC_CHANGES
-from syncd.store import service
 from syncd.store.db import transaction
-from syncd.store.models import Incident, Link
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +54,7 @@ class ApplyResult:
     incident_id: int | None = None
     changed: dict[str, Any] = field(default_factory=dict)
     conflicts: list[str] = field(default_factory=list)
+    reason: str | None = None     # why a dead letter
 
 
 class InboundSync:
@@ -63,7 +79,7 @@ class InboundSync:
         still owns the connector's polling), so a crash re-reads, never skips."""
         runtime = self.runtimes[connector_name]
         with transaction(self.sessions, readonly=True) as session:
-            row = service.get_cursor(session=session, connector=connector_name)
+            row = sync_service.get_cursor(session=session, connector=connector_name)
             if row is not None and row.paused_reason:
                 log.warning("inbound sync paused", extra={"connector": connector_name,
                                                           "reason": row.paused_reason})
@@ -81,7 +97,7 @@ class InboundSync:
                         extra={"connector": connector_name})
             return len(records)
         with transaction(self.sessions) as session:
-            service.save_cursor(session=session, connector=connector_name,
+            sync_service.save_cursor(session=session, connector=connector_name,
                                 watermark=next_cursor.watermark, seen=next_cursor.seen,
                                 now=self.clock.now())
         return len(records)
@@ -107,7 +123,7 @@ class InboundSync:
         after = 0
         while True:
             with transaction(self.sessions, readonly=True) as session:
-                links = service.links_page(session=session, connector=connector_name, after_id=after,
+                links = sync_service.links_page(session=session, connector=connector_name, after_id=after,
                                            limit=batch)
                 pairs = [(link.id, link.incident_id, link.remote_id, link.remote_key)
                          for link in links]
@@ -128,7 +144,7 @@ class InboundSync:
                 if record is None:
                     counts["vanished"] += 1
                     with transaction(self.sessions) as session:
-                        service.append_timeline(
+                        incident_service.append_timeline(
                             session=session, incident_id=incident_id, at=self.clock.now(),
                             kind="remote_vanished", actor=None, source=connector_name,
                             data={"connector": connector_name, "remote_key": remote_key})
@@ -143,7 +159,7 @@ class InboundSync:
         if self.pause_share is None or not records:
             return False
         with transaction(self.sessions, readonly=True) as session:
-            linked = service.count_links(session=session, connector=connector_name)
+            linked = sync_service.count_links(session=session, connector=connector_name)
             if linked < self.pause_min_links:
                 return False
             touched = self._really_changed(session, connector_name, records)
@@ -157,13 +173,13 @@ class InboundSync:
         reason = (f"{why}; inbound sync paused until an operator resumes it "
                   f"(`syncd resume {connector_name}`)")
         with transaction(self.sessions) as session:
-            service.set_paused(session=session, connector=connector_name, reason=reason,
+            sync_service.set_paused(session=session, connector=connector_name, reason=reason,
                                now=self.clock.now())
         log.error("connector paused", extra={"connector": connector_name, "reason": reason})
 
     def resume(self, connector_name: str) -> None:
         with transaction(self.sessions) as session:
-            service.set_paused(session=session, connector=connector_name, reason=None,
+            sync_service.set_paused(session=session, connector=connector_name, reason=None,
                                now=self.clock.now())
         log.info("connector resumed", extra={"connector": connector_name})
 
@@ -171,7 +187,7 @@ class InboundSync:
                         records: list[RemoteRecord]) -> int:
         """How many linked records in a batch differ from their shadow (our own echoes do not)."""
         mapping = self.runtimes[connector_name].mapping()
-        links = service.links_by_remote_id(session=session, connector=connector_name,
+        links = sync_service.links_by_remote_id(session=session, connector=connector_name,
                                            remote_ids=[record.remote_id for record in records])
         changed = 0
         for record in records:
@@ -196,7 +212,7 @@ class InboundSync:
         if self.paused_reason(connector_name):
             return []
         with transaction(self.sessions, readonly=True) as session:
-            known = set(service.links_by_remote_id(session=session, connector=connector_name,
+            known = set(sync_service.links_by_remote_id(session=session, connector=connector_name,
                                                    remote_ids=list(remote_ids)))
         self.read_and_apply(connector_name, [r for r in remote_ids if r in known])
         return [r for r in remote_ids if r not in known]
@@ -214,22 +230,23 @@ class InboundSync:
 
     def paused_reason(self, connector_name: str) -> str | None:
         with transaction(self.sessions, readonly=True) as session:
-            row = service.get_cursor(session=session, connector=connector_name)
+            row = sync_service.get_cursor(session=session, connector=connector_name)
             return row.paused_reason if row else None
 
     def retry_dead_inbound(self, connector_name: str) -> int:
         """Re-read records whose inbound dead letter an operator asked to retry."""
         with transaction(self.sessions, readonly=True) as session:
-            pending = [(item.id, item.remote_id)
-                       for item in service.pending_inbound(session=session, connector=connector_name)]
-        results = self.read_and_apply(connector_name, [remote_id for _, remote_id in pending])
-        for item_id, remote_id in pending:
-            still_failing = results[remote_id].outcome == "dead_letter"
+            retrying = [(row.id, row.remote_id)
+                        for row in sync_service.retrying_inbound(session=session,
+                                                                 connector=connector_name)]
+        results = self.read_and_apply(connector_name, [remote_id for _, remote_id in retrying])
+        for row_id, remote_id in retrying:
+            result = results[remote_id]
             with transaction(self.sessions) as session:
-                service.settle_inbound(session=session, item_id=item_id,
-                                       state="dead" if still_failing else "done",
-                                       now=self.clock.now())
-        return len(pending)
+                sync_service.settle_inbound(session=session, row_id=row_id,
+                                            applied=result.outcome != "dead_letter",
+                                            reason=result.reason, now=self.clock.now())
+        return len(retrying)
 
     # -- one record -------------------------------------------------------------------------
     def apply(self, connector_name: str, record: RemoteRecord, *, read_at: datetime,
@@ -245,7 +262,7 @@ class InboundSync:
         for attempt in range(1, APPLY_ATTEMPTS + 1):
             try:
                 return self._apply_once(connector_name, record, read_at=read_at, repair=repair)
-            except (service.VersionConflict, IntegrityError):
+            except (incident_service.VersionConflict, IntegrityError):
                 if attempt == APPLY_ATTEMPTS:
                     raise
                 log.info("concurrent apply; re-reading", extra={"connector": connector_name,
@@ -262,7 +279,7 @@ class InboundSync:
             return self._dead_letter(connector_name, record, str(error))
 
         with transaction(self.sessions, readonly=True) as session:
-            link = service.find_link(session=session, connector=connector_name,
+            link = sync_service.find_link(session=session, connector=connector_name,
                                      remote_id=record.remote_id)
             if link is not None and link.remote_version == record.version and not repair:
                 SYNC_CHANGES.labels(connector_name, "in", "unchanged").inc()
@@ -270,7 +287,7 @@ class InboundSync:
         comments = self._comments(runtime, record)
 
         with transaction(self.sessions) as session:
-            link = service.find_link(session=session, connector=connector_name,
+            link = sync_service.find_link(session=session, connector=connector_name,
                                      remote_id=record.remote_id, for_update=True)
             if link is not None and link.synced_at > read_at:
                 result = ApplyResult("stale", link.incident_id)
@@ -282,7 +299,7 @@ class InboundSync:
                     self._queue_drift(session, runtime, link.incident_id, remote_values)
             if result.outcome != "stale":
                 # The record maps now: an older version's dead letter has nothing left to say.
-                service.close_inbound_dead_letters(session=session, connector=connector_name,
+                sync_service.close_inbound_dead_letters(session=session, connector=connector_name,
                                                    remote_id=record.remote_id, now=self.clock.now())
         if result.outcome == "stale" and self.on_stale is not None:
             self.on_stale(connector_name, record.remote_id)
@@ -307,10 +324,10 @@ class InboundSync:
         now = self.clock.now()
         own_incident = incident_id_from_correlation(record.correlation_id)
         if (own_incident is not None and session.get(Incident, own_incident) is not None
-                and service.link_for(session=session, incident_id=own_incident,
+                and sync_service.link_for(session=session, incident_id=own_incident,
                                      connector=runtime.name) is None):
             # A record syncd created whose link was lost to a crash: adopt it, the store stays truth.
-            link = service.create_link(session=session, incident_id=own_incident,
+            link = sync_service.create_link(session=session, incident_id=own_incident,
                                        connector=runtime.name, remote_id=record.remote_id,
                                        remote_key=record.key, remote_url=record.url,
                                        remote_version=record.version, shadow=remote_values, now=now)
@@ -321,13 +338,13 @@ class InboundSync:
         fields = {k: v for k, v in remote_values.items() if v is not None or k == "priority"}
         if not (fields.get("title") or "").strip():
             fields["title"] = record.key          # an incident needs a title; the key is one
-        incident = service.create_incident(session=session, fields=fields, now=now,
+        incident = incident_service.create_incident(session=session, fields=fields, now=now,
                                            actor=None, source=runtime.name)
-        service.create_link(session=session, incident_id=incident.id, connector=runtime.name,
+        sync_service.create_link(session=session, incident_id=incident.id, connector=runtime.name,
                             remote_id=record.remote_id, remote_key=record.key,
                             remote_url=record.url, remote_version=record.version,
                             shadow=remote_values, now=now)
-        service.append_timeline(session=session, incident_id=incident.id, at=now, kind="linked",
+        incident_service.append_timeline(session=session, incident_id=incident.id, at=now, kind="linked",
                                 actor=None, source=runtime.name,
                                 data={"connector": runtime.name, "remote_key": record.key,
                                       "url": record.url})
@@ -339,8 +356,8 @@ class InboundSync:
     def _linked(self, session: Session, runtime: ConnectorRuntime, link: Link, record: RemoteRecord,
                 remote_values: dict[str, Any], comments: list[RemoteComment]) -> ApplyResult:
         now = self.clock.now()
-        incident = service.get_incident(session=session, incident_id=link.incident_id)
-        store_values = service.incident_fields(incident)
+        incident = incident_service.get_incident(session=session, incident_id=link.incident_id)
+        store_values = incident_fields(incident)
         shadow = link.shadow or {}
         mapping = runtime.mapping()
         to_store: dict[str, Any] = {}
@@ -357,7 +374,7 @@ class InboundSync:
                 continue
             conflicts.append(name)                         # both changed it since the last sync
             winner = self._settle(mapping.policy_for(name), record, incident)
-            service.append_timeline(session=session, incident_id=incident.id, at=now,
+            incident_service.append_timeline(session=session, incident_id=incident.id, at=now,
                                     kind="conflict", actor=None, source=runtime.name,
                                     data={"field": name, "store": store_value,
                                           "remote": remote_value, "winner": winner,
@@ -368,16 +385,16 @@ class InboundSync:
                 push_back[name] = store_value
         changed = {}
         if to_store:
-            diff = service.update_incident(session=session, incident_id=incident.id,
+            diff = incident_service.update_incident(session=session, incident_id=incident.id,
                                            changes=to_store, now=now, actor=None,
                                            source=runtime.name)
             changed = {name: new for name, (_, new) in diff.items()}
             propagate_fields(session=session, incident_id=incident.id, fields=changed,
                              runtimes=self.runtimes, now=now, skip=runtime.name)
         if push_back:
-            service.enqueue(session=session, incident_id=incident.id, connector=runtime.name,
+            sync_service.enqueue(session=session, incident_id=incident.id, connector=runtime.name,
                             operation="update", fields=push_back, now=now)
-        service.record_remote_state(session=session, link=link, shadow={**shadow, **remote_values},
+        sync_service.record_remote_state(session=session, link=link, shadow={**shadow, **remote_values},
                                     remote_version=record.version, now=now)
         imported = self._import_comments(session, runtime, incident.id, comments)
         outcome = "applied" if changed or imported or conflicts else "unchanged"
@@ -387,14 +404,14 @@ class InboundSync:
                      remote_values: dict[str, Any]) -> None:
         """After a repair read: what the remote still holds differently from the store goes out."""
         mapping = runtime.mapping()
-        incident = service.get_incident(session=session, incident_id=incident_id)
-        store_values = service.incident_fields(incident)
+        incident = incident_service.get_incident(session=session, incident_id=incident_id)
+        store_values = incident_fields(incident)
         drift = {name: store_values.get(name) for name in mapping.canonical_fields_out
                  if name in remote_values and remote_values[name] != store_values.get(name)}
         if drift:
-            service.enqueue(session=session, incident_id=incident_id, connector=runtime.name,
+            sync_service.enqueue(session=session, incident_id=incident_id, connector=runtime.name,
                             operation="update", fields=drift, now=self.clock.now())
-            service.append_timeline(session=session, incident_id=incident_id, at=self.clock.now(),
+            incident_service.append_timeline(session=session, incident_id=incident_id, at=self.clock.now(),
                                     kind="drift_repaired", actor=None, source=runtime.name,
                                     data={"connector": runtime.name, "fields": sorted(drift)})
 
@@ -413,9 +430,9 @@ class InboundSync:
         (its link not yet committed, or lost to a crash) is recognised by its body and linked."""
         if not comments:
             return 0
-        known = service.linked_remote_comment_ids(session=session, connector=runtime.name,
+        known = sync_service.linked_remote_comment_ids(session=session, connector=runtime.name,
                                                   remote_comment_ids=[c.remote_id for c in comments])
-        unlinked_own = service.comments_without_link(session=session, incident_id=incident_id,
+        unlinked_own = sync_service.comments_without_link(session=session, incident_id=incident_id,
                                                      connector=runtime.name)
         mapping = runtime.mapping()
         now = self.clock.now()
@@ -426,7 +443,7 @@ class InboundSync:
             own = next((c for c in unlinked_own if same_text(c.body, comment.body)), None)
             if own is not None:
                 unlinked_own.remove(own)
-                service.link_comment(session=session, comment_id=own.id, connector=runtime.name,
+                sync_service.link_comment(session=session, comment_id=own.id, connector=runtime.name,
                                      remote_comment_id=comment.remote_id)
                 continue
             # Jira reports a restricted comment's audience in its channel (comment:<role>).
@@ -434,10 +451,10 @@ class InboundSync:
             visibility = mapping.comment_visibility(base_channel, comment.restricted)
             if visibility is None:
                 continue
-            stored = service.add_comment(session=session, incident_id=incident_id, body=comment.body,
+            stored = incident_service.add_comment(session=session, incident_id=incident_id, body=comment.body,
                                          author=comment.author, visibility=visibility,
                                          origin=runtime.name, now=now)
-            service.link_comment(session=session, comment_id=stored.id, connector=runtime.name,
+            sync_service.link_comment(session=session, comment_id=stored.id, connector=runtime.name,
                                  remote_comment_id=comment.remote_id)
             propagate_comment(session=session, incident_id=incident_id, comment_id=stored.id,
                               runtimes=self.runtimes, now=now, skip=runtime.name)
@@ -446,21 +463,16 @@ class InboundSync:
 
     def _dead_letter(self, connector_name: str, record: RemoteRecord, reason: str) -> ApplyResult:
         with transaction(self.sessions) as session:
-            if service.inbound_dead_letter_exists(session=session, connector=connector_name,
-                                                  remote_id=record.remote_id,
-                                                  version=record.version):
-                return ApplyResult("dead_letter")
-            link = service.find_link(session=session, connector=connector_name,
-                                     remote_id=record.remote_id)
-            service.dead_letter(session=session, incident_id=link.incident_id if link else None,
-                                connector=connector_name, operation="inbound",
-                                fields={"remote_id": record.remote_id, "remote_key": record.key,
-                                        "version": record.version},
-                                remote_id=record.remote_id,
-                                error=f"{record.key}: {reason}", now=self.clock.now())
-        SYNC_CHANGES.labels(connector_name, "in", "dead_letter").inc()
-        log.error("remote record cannot be mapped", extra={"connector": connector_name,
-                                                           "remote_key": record.key,
-                                                           "reason": reason})
-        return ApplyResult("dead_letter")
-
+            link = sync_service.find_link(session=session, connector=connector_name,
+                                          remote_id=record.remote_id)
+            recorded = sync_service.record_inbound_dead_letter(
+                session=session, connector=connector_name, remote_id=record.remote_id,
+                remote_key=record.key, version=record.version,
+                incident_id=link.incident_id if link else None,
+                reason=f"{record.key}: {reason}", now=self.clock.now())
+        if recorded is not None:
+            SYNC_CHANGES.labels(connector_name, "in", "dead_letter").inc()
+            log.error("remote record cannot be mapped", extra={"connector": connector_name,
+                                                               "remote_key": record.key,
+                                                               "reason": reason})
+        return ApplyResult("dead_letter", reason=f"{record.key}: {reason}")

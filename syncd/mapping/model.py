@@ -9,54 +9,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping as MappingABC
+from typing import Any, Callable
+from typing import Mapping as MappingABC
 
 from syncd.connectors.base import Ref
+from syncd.incidents.fields import (  # noqa: F401
+    CANONICAL_FIELDS,
+    CUSTOM_PREFIX,
+    INCIDENT_STATUSES,
+    PRIORITIES,
+    URGENCIES,
+    VISIBILITIES,
+    CanonicalField,
+    canonical_field,
+)
 from syncd.mapping.templates import Template
 
-# -- canonical vocabulary -------------------------------------------------------------------------
+# -- canonical vocabulary: the incident fields, defined once in syncd.incidents.fields ------------
 
-STATUSES = ("triggered", "acknowledged", "resolved")
-PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
-URGENCIES = ("high", "low")
-VISIBILITIES = ("internal", "public")
 POLICIES = ("store_wins", "remote_wins", "newest_wins")
 DIRECTIONS = ("in", "out", "both")
 CONTEXT_NAMES = ("number", "id", "url")
-
-
-@dataclass(frozen=True)
-class CanonicalField:
-    """What the store holds for a field: ``choices`` for enumerations, ``nullable`` for optional."""
-
-    name: str
-    nullable: bool
-    choices: tuple[str, ...] | None = None
-    text: bool = True          # a string field (custom fields hold any JSON value)
-
-
-CANONICAL_FIELDS: dict[str, CanonicalField] = {f.name: f for f in (
-    CanonicalField("title", nullable=False),
-    CanonicalField("description", nullable=False),
-    CanonicalField("status", nullable=False, choices=STATUSES),
-    CanonicalField("priority", nullable=True, choices=PRIORITIES),
-    CanonicalField("urgency", nullable=True, choices=URGENCIES),
-    CanonicalField("service", nullable=True),
-    CanonicalField("group", nullable=True),
-    CanonicalField("assignee", nullable=True),
-    CanonicalField("resolution", nullable=True),
-)}
-CUSTOM_PREFIX = "custom."
-
-
-def canonical_field(name: str) -> CanonicalField | None:
-    """The definition of a canonical field name, including ``custom.<name>``; None if unknown."""
-    if name in CANONICAL_FIELDS:
-        return CANONICAL_FIELDS[name]
-    suffix = name[len(CUSTOM_PREFIX):] if name.startswith(CUSTOM_PREFIX) else ""
-    if suffix.isidentifier():
-        return CanonicalField(name, nullable=True, text=False)
-    return None
 
 
 # -- errors ---------------------------------------------------------------------------------------

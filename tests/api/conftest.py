@@ -20,10 +20,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from syncd.api.app import ApiSettings, create_app
-from syncd.engine.runner import Engine
+from syncd.api.auth import ApiToken
+from syncd.engine import service as sync_service
+from syncd.engine.sync_engine import SyncEngine
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
-from syncd.store import service
 from tests.engine.conftest import make_engine, mappings, simulators  # noqa: F401 (fixtures)
 
 API_TOKEN = "api-t0ken-for-tests"
@@ -45,7 +46,7 @@ class ApiWorld:
     clock: Any
     sn: ServiceNowSimulator
     jira: JiraSimulator
-    engine: Engine
+    engine: SyncEngine
     app: FastAPI
     client: TestClient
     readiness: dict[str, Any]
@@ -65,7 +66,7 @@ class ApiWorld:
 
     def link(self, connector: str, incident_id: int = 1):
         with self.store.transaction() as session:
-            return service.link_for(session=session, incident_id=incident_id, connector=connector)
+            return sync_service.link_for(session=session, incident_id=incident_id, connector=connector)
 
     def jira_issue(self, incident_id: int = 1) -> dict[str, Any]:
         link = self.link("jira", incident_id)
@@ -83,7 +84,7 @@ def api_world(store, clock, simulators, mappings):  # noqa: F811 (fixtures impor
     engine.runtimes["jira"].connector.webhook_secret = JIRA_SECRET
     engine.runtimes["servicenow"].connector.webhook_secret = SN_SECRET
     readiness: dict[str, Any] = {"ready": True, "store": "ok"}
-    app = create_app(engine, ApiSettings(api_tokens=[API_TOKEN, OTHER_TOKEN],
+    app = create_app(engine, ApiSettings(api_tokens=[ApiToken("ops-bot", API_TOKEN), ApiToken("script", OTHER_TOKEN)],
                                          max_body_bytes=MAX_BODY_BYTES,
                                          readiness=lambda: dict(readiness)))
     with TestClient(app) as client:

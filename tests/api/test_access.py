@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 from itertools import product
+
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.api.app import ApiSettings, create_app
+from syncd.api.auth import ApiToken
 from tests.api.conftest import API_TOKEN, OTHER_TOKEN
 
 API_CALLS = [("GET", "/api/v1/incidents"), ("POST", "/api/v1/incidents"),
@@ -39,8 +41,8 @@ def test_every_api_call_without_a_valid_bearer_token_is_401(api_world):
         assert answer.headers["www-authenticate"] == "Bearer", where
         assert "token" in answer.json()["detail"], where
     with api_world.store.transaction() as session:
-        from syncd.store import service
-        assert service.list_incidents(session=session) == [], "a refused call changed the store"
+        from syncd.incidents import service as incident_service
+        assert incident_service.list_incidents(session=session) == [], "a refused call changed the store"
 
 
 def test_any_configured_token_is_accepted_and_the_scheme_is_case_insensitive(api_world):
@@ -109,7 +111,7 @@ def test_the_openapi_document_lists_every_path_of_the_http_contract(api_world):
 
 
 def test_with_no_configured_token_every_api_call_is_refused(api_world):
-    app = create_app(api_world.engine, ApiSettings(api_tokens=[""]))
+    app = create_app(api_world.engine, ApiSettings(api_tokens=[ApiToken("api", "")]))
     with TestClient(app) as client:
         for authorization in ("Bearer ", "Bearer x", f"Bearer {API_TOKEN}"):
             answer = client.get("/api/v1/incidents", headers={"Authorization": authorization})

@@ -47,7 +47,9 @@ def test_retrying_an_unknown_dead_letter_is_404_naming_it(api_world):
     answer = api_world.api("POST", "/api/v1/dead-letters/4242/retry")
     assert answer.status_code == 404
     assert "dead letter 4242" in answer.json()["detail"]
-    assert api_world.api("POST", "/api/v1/dead-letters/x/retry").status_code == 422
+    assert "in-7" in api_world.api("POST", "/api/v1/dead-letters/in-7/retry").json()["detail"]
+    malformed = api_world.api("POST", "/api/v1/dead-letters/x/retry")
+    assert malformed.status_code == 404 and "out-12 or in-3" in malformed.json()["detail"]
 
 
 def test_a_jira_status_the_mapping_does_not_know_is_a_dead_letter_until_retried(api_world):

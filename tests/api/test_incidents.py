@@ -3,10 +3,13 @@ incident and Jira issue on the engine's next cycle."""
 
 from __future__ import annotations
 
+from tests.api.conftest import OTHER_TOKEN
+
 def test_creating_an_incident_answers_201_and_opens_tickets_in_both_systems(api_world):
     answer = api_world.api("POST", "/api/v1/incidents", json={
         "title": "Payments API 5xx", "description": "error rate 12%", "priority": "P2",
         "urgency": "high", "service": "payments"}, headers={"X-Syncd-Actor": "dana"})
+    # The actor is the token's name: a header cannot claim to be someone else (invariant 9).
     assert answer.status_code == 201, answer.text
     created = answer.json()
     assert (created["title"], created["status"], created["priority"]) == \
@@ -14,7 +17,7 @@ def test_creating_an_incident_answers_201_and_opens_tickets_in_both_systems(api_
     assert created["fields"]["service"] == "payments" and created["version"] == 1
     assert created["links"] == []
     assert [(e["kind"], e["actor"], e["source"]) for e in created["timeline"]] == \
-        [("incident_created", "dana", "api")]
+        [("incident_created", "ops-bot", "api")]
 
     api_world.engine.run_cycle()
     detail = api_world.api("GET", f"/api/v1/incidents/{created['id']}").json()
@@ -94,7 +97,8 @@ def test_acknowledging_moves_servicenow_to_in_progress_and_jira_through_its_tran
     incident = answer.json()
     assert incident["status"] == "acknowledged" and incident["acknowledged_at"]
     assert incident["timeline"][-1]["kind"] == "fields_changed"
-    assert incident["timeline"][-1]["actor"] == "bob"
+    assert incident["timeline"][-1]["actor"] == "ops-bot"
+    assert incident["timeline"][-1]["text"] == "status triggered → acknowledged in api by ops-bot"
     assert incident["timeline"][-1]["data"]["changes"]["status"] == \
         {"from": "triggered", "to": "acknowledged"}
 
@@ -143,8 +147,9 @@ def test_notes_go_out_as_work_notes_or_customer_comments_by_visibility(api_world
                              json={"body": "primary restarted"}, headers={"X-Syncd-Actor": "bob"})
     assert internal.status_code == 201, internal.text
     assert internal.json()["visibility"] == "internal"
-    public = api_world.api("POST", "/api/v1/incidents/1/notes",
-                           json={"body": "We are investigating.", "visibility": "public"})
+    public = api_world.client.post("/api/v1/incidents/1/notes",
+                                   json={"body": "We are investigating.", "visibility": "public"},
+                                   headers={"Authorization": f"Bearer {OTHER_TOKEN}"})
     assert public.status_code == 201 and public.json()["visibility"] == "public"
     for bad, field in [({"body": ""}, "body"), ({"body": " \n"}, "body"), ({}, "body"),
                        ({"body": "x", "visibility": "secret"}, "visibility")]:
@@ -160,8 +165,8 @@ def test_notes_go_out_as_work_notes_or_customer_comments_by_visibility(api_world
 
     detail = api_world.api("GET", "/api/v1/incidents/1").json()
     assert [(c["body"], c["author"], c["visibility"], c["origin"]) for c in detail["comments"]] \
-        == [("primary restarted", "bob", "internal", "api"),
-            ("We are investigating.", "api", "public", "api")]
+        == [("primary restarted", "ops-bot", "internal", "api"),
+            ("We are investigating.", "script", "public", "api")]
 
 
 def test_get_shows_fields_links_comments_and_the_timeline_of_a_synced_incident(api_world):

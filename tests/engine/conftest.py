@@ -13,13 +13,15 @@ import pytest
 from syncd.connectors.http import RetryPolicy
 from syncd.connectors.jira import JiraConnector
 from syncd.connectors.servicenow import ServiceNowConnector
-from syncd.engine.runner import Engine, EngineSettings
-from syncd.engine.runtime import ConnectorRuntime
+from syncd.engine import service as sync_service
+from syncd.engine.connector_runtime import ConnectorRuntime
+from syncd.engine.sync_engine import EngineSettings, SyncEngine
+from syncd.incidents import service as incident_service
 from syncd.mapping import default_mapping_path
 from syncd.mapping.reload import MappingSet
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
-from syncd.store import service
+from syncd.store import queue
 
 WRITES = r"^(POST|PUT|PATCH|DELETE)$"
 
@@ -30,7 +32,7 @@ class World:
     clock: object
     sn: ServiceNowSimulator
     jira: JiraSimulator
-    engine: Engine
+    engine: SyncEngine
     mappings: MappingSet
 
     def cycle(self, times: int = 1) -> None:
@@ -52,16 +54,16 @@ class World:
 
     def store_rows(self):
         with self.store.transaction() as session:
-            incidents = service.list_incidents(session=session, limit=1000)
+            incidents = incident_service.list_incidents(session=session, limit=1000)
             return [(i.id, i.version) for i in incidents]
 
     def incident(self, incident_id: int = 1):
         with self.store.transaction() as session:
-            return service.get_incident(session=session, incident_id=incident_id)
+            return incident_service.get_incident(session=session, incident_id=incident_id)
 
     def link(self, connector: str, incident_id: int = 1):
         with self.store.transaction() as session:
-            return service.link_for(session=session, incident_id=incident_id, connector=connector)
+            return sync_service.link_for(session=session, incident_id=incident_id, connector=connector)
 
     def only_issue(self):
         issues = self.jira.search_all() if hasattr(self.jira, "search_all") else None
@@ -84,9 +86,9 @@ def make_engine(store, clock, sn, jira, mappings, *, sn_creates_incidents=True,
                                  create_incidents=jira_creates_incidents,
                                  create_tickets=jira_creates_tickets),
     }
-    return Engine(sessions=store.sessions, runtimes=runtimes, clock=clock,
+    return SyncEngine(sessions=store.sessions, runtimes=runtimes, clock=clock,
                   settings=EngineSettings(outbox_workers=2,
-                                          backoff=service.Backoff(initial=1, maximum=30,
+                                          backoff=queue.Backoff(initial=1, maximum=30,
                                                                   max_attempts=6),
                                           lease=timedelta(seconds=60)))
 

@@ -5,9 +5,11 @@ from datetime import timedelta
 
 import pytest
 
+from syncd.engine import service as sync_service
+from syncd.engine.models import OutboxItem
+from syncd.incidents import service as incident_service
+from syncd.incidents.models import TimelineEntry
 from syncd.simulators.base import Fault
-from syncd.store import service
-from syncd.store.models import OutboxItem, TimelineEntry
 
 from .conftest import make_engine
 from .test_story import jira_issue, raise_sn_incident
@@ -43,7 +45,7 @@ def test_429_and_503_storms_delay_delivery_but_lose_nothing(world):
     assert [c["body"] for c in world.jira.comments(world.link("jira").remote_key)] == ["failing over"]
     assert world.jira.count_requests("POST", r"/issue$") - _failed_creates(world) == 1
     with world.store.transaction() as session:
-        assert service.dead_letters(session=session) == []
+        assert sync_service.dead_letters(session=session) == []
 
 
 def _failed_creates(world):
@@ -91,7 +93,7 @@ def test_a_crash_between_a_comment_write_and_its_commit_posts_it_once(world, map
     bodies = [c["body"] for c in world.jira.comments(world.link("jira").remote_key)]
     assert bodies == ["rolling back deploy 42"]
     with world.store.transaction() as session:
-        assert [c.body for c in service.comments(session=session, incident_id=1)] == \
+        assert [c.body for c in incident_service.comments(session=session, incident_id=1)] == \
             ["rolling back deploy 42"]
 
 
@@ -117,7 +119,7 @@ def test_the_same_field_edited_on_both_sides_resolves_by_policy_on_the_timeline(
     # The Jira mapping's policy is newest_wins. The simulators run on real time; move the engine's
     # clock a year ahead so the store's edit is the newer one.
     world.clock.advance(timedelta(days=365).total_seconds())
-    world.engine.incidents.update(1, {"priority": "P3"}, actor="carol", source="api")
+    world.engine.commands.update(1, {"priority": "P3"}, actor="carol", source="api")
     world.jira.human_update(key, {"priority": {"name": "Lowest"}})
     world.engine.inbound.poll("jira")          # Jira's edit arrives before ours goes out
     world.settle()

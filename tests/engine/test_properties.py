@@ -9,12 +9,20 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 from sqlalchemy import text
 
 from syncd.clock import ManualClock
+from syncd.engine import service as sync_service
+from syncd.incidents import service as incident_service
 from syncd.simulators.base import Fault
-from syncd.store import db, service
+from syncd.store import db
 
 from ..conftest import PG_URL, StoreHandle, _pg_schema_url, _postgres_unavailable
 from .conftest import make_engine
@@ -69,7 +77,7 @@ class SyncMachine(RuleBasedStateMachine):
 
     def jira_key(self):
         with self.store.transaction() as session:
-            link = service.link_for(session=session, incident_id=1, connector="jira")
+            link = sync_service.link_for(session=session, incident_id=1, connector="jira")
             return link.remote_key if link else None
 
     # -- what people and systems do ---------------------------------------------------------------
@@ -89,7 +97,7 @@ class SyncMachine(RuleBasedStateMachine):
 
     @rule(priority=priorities)
     def edit_priority_in_syncd(self, priority):
-        self.engine.incidents.update(1, {"priority": priority}, actor="carol", source="api")
+        self.engine.commands.update(1, {"priority": priority}, actor="carol", source="api")
 
     @rule(n=st.integers(0, 999))
     def note_in_servicenow(self, n):
@@ -146,9 +154,9 @@ class SyncMachine(RuleBasedStateMachine):
         for _ in range(8):
             self.cycle()
         with self.store.transaction() as session:
-            incident = service.get_incident(session=session, incident_id=1)
-            stored_comments = sorted(c.body for c in service.comments(session=session, incident_id=1))
-            assert [(d.operation, d.last_error) for d in service.dead_letters(session=session)] == []
+            incident = incident_service.get_incident(session=session, incident_id=1)
+            stored_comments = sorted(c.body for c in incident_service.comments(session=session, incident_id=1))
+            assert [(d.operation, d.last_error) for d in sync_service.dead_letters(session=session)] == []
         record = self.sn.get_incident(self.sys_id)
         issue = self.jira.get_issue(self.jira_key())
         assert record["short_description"] == incident.title

@@ -4,8 +4,9 @@ flight. Each asserts the invariant that broke before the fix."""
 
 from sqlalchemy import select
 
-from syncd.store import service
-from syncd.store.models import OutboxItem
+from syncd.engine import dead_letters
+from syncd.engine.models import OutboxItem
+from syncd.incidents import service as incident_service
 
 from .test_story import raise_sn_incident
 
@@ -17,7 +18,7 @@ def test_a_record_read_before_our_own_write_does_not_revert_it(world):
     read_at = world.clock.now()
     stale = sn.fetch(sys_id)                              # a poll read, before our write lands
     world.clock.advance(1)
-    world.engine.incidents.update(1, {"title": "Renamed by responder"}, actor="r", source="api")
+    world.engine.commands.update(1, {"title": "Renamed by responder"}, actor="r", source="api")
     world.engine.deliver_all_due()
     result = world.engine.inbound.apply("servicenow", stale, read_at=read_at)
     assert result.outcome == "stale"
@@ -51,9 +52,9 @@ def test_one_bad_record_is_a_dead_letter_and_the_poll_goes_on(world):
     world.sn.human_create({"short_description": "second, fine", "impact": "3", "urgency": "3"})
     world.settle()
     with world.store.transaction() as session:
-        (dead,) = service.dead_letters(session=session)
-        assert dead.operation == "inbound" and "title" in dead.last_error
-        titles = sorted(i.title for i in service.list_incidents(session=session))
+        (dead,) = dead_letters.list_dead_letters(session=session)
+        assert dead["operation"] == "inbound" and "title" in dead["last_error"]
+        titles = sorted(i.title for i in incident_service.list_incidents(session=session))
     assert titles == ["Checkout database down", "second, fine"]
 
 
@@ -66,7 +67,7 @@ def test_a_cloned_jira_issue_carrying_our_correlation_label_does_not_wedge_the_p
     world.sn.human_create({"short_description": "later", "impact": "3", "urgency": "3"})
     world.settle()
     with world.store.transaction() as session:
-        titles = sorted(i.title for i in service.list_incidents(session=session))
+        titles = sorted(i.title for i in incident_service.list_incidents(session=session))
     assert "later" in titles and "clone" in titles
     assert world.link("jira", 1).remote_key == "OPS-1"
 
@@ -77,12 +78,12 @@ def test_a_retried_inbound_dead_letter_that_still_fails_stays_dead_and_blocks_no
     world.sn.human_update(sys_id, {"state": "9"})                 # no status maps from 9
     world.cycle()
     with world.store.transaction() as session:
-        (dead,) = service.dead_letters(session=session)
-        service.retry_dead_letter(session=session, item_id=dead.id, now=world.clock.now())
+        (dead,) = dead_letters.list_dead_letters(session=session)
+        dead_letters.retry(session=session, dead_letter_id=dead["id"], now=world.clock.now())
     world.cycle()
     with world.store.transaction() as session:
-        assert [d.id for d in service.dead_letters(session=session)] == [dead.id]
-    world.engine.incidents.update(1, {"title": "renamed"}, actor="r", source="api")
+        assert [d["id"] for d in dead_letters.list_dead_letters(session=session)] == [dead["id"]]
+    world.engine.commands.update(1, {"title": "renamed"}, actor="r", source="api")
     world.settle()
     assert world.sn.get_incident(sys_id)["short_description"] == "renamed"
 
@@ -104,7 +105,7 @@ def test_a_remote_edit_that_wins_while_our_write_is_in_flight_goes_out_again(wor
 
     sn.update = update_while_a_person_edits
     world.clock.advance(5)
-    world.engine.incidents.update(1, {"title": "store edit"}, actor="r", source="api")
+    world.engine.commands.update(1, {"title": "store edit"}, actor="r", source="api")
     world.engine.deliver_all_due()
     sn.update = real_update
     world.clock.advance(60)
@@ -135,7 +136,7 @@ def test_a_delivery_that_outlives_its_lease_is_not_repeated_by_another_worker(wo
     world.settle()
     assert len(world.jira.search("project = OPS")) == 1
     with world.store.transaction() as session:
-        assert service.dead_letters(session=session) == []
+        assert dead_letters.list_dead_letters(session=session) == []
 
 
 def test_an_unexpected_error_in_a_delivery_is_recorded_on_the_row(world):

@@ -4,8 +4,10 @@ from datetime import timedelta
 
 import requests
 
-from syncd.store import service
-from syncd.store.models import Link
+from syncd.engine import dead_letters
+from syncd.engine import service as sync_service
+from syncd.engine.models import Link
+from syncd.incidents import service as incident_service
 
 from .test_story import jira_issue, raise_sn_incident
 
@@ -19,7 +21,7 @@ def test_reconcile_repairs_a_missed_remote_change_and_a_lost_outbound_one(world)
         link = session.query(Link).filter_by(connector="servicenow").one()
         link.remote_version = world.sn.get_incident(sys_id)["sys_mod_count"]
         # ...and a store change whose delivery to Jira was lost.
-        incident = service.get_incident(session=session, incident_id=1)
+        incident = incident_service.get_incident(session=session, incident_id=1)
         incident.priority = "P2"
     world.cycle()
     assert world.incident().title == "Checkout database down"     # the poll was fooled
@@ -44,7 +46,7 @@ def test_a_poll_where_most_linked_records_changed_pauses_the_connector(world):
     world.cycle()
     with world.store.transaction() as session:
         assert "paused until an operator resumes it" in \
-            service.get_cursor(session=session, connector="jira").paused_reason
+            sync_service.get_cursor(session=session, connector="jira").paused_reason
     assert {world.incident(n).priority for n in range(1, 6)} == {"P3"}    # nothing mirrored
     world.engine.inbound.resume("jira")
     world.settle()
@@ -60,7 +62,7 @@ def test_reconcile_reports_a_vanished_record_without_deleting_anything(world):
     counts = world.engine.inbound.reconcile("jira")
     assert counts["vanished"] == 1
     with world.store.transaction() as session:
-        kinds = [e.kind for e in service.timeline(session=session, incident_id=1)]
+        kinds = [e.kind for e in incident_service.timeline(session=session, incident_id=1)]
     assert "remote_vanished" in kinds and world.incident().status == "triggered"
 
 
@@ -82,19 +84,19 @@ def test_an_unmappable_record_is_a_dead_letter_until_retried(world):
                                     "impact": "3", "urgency": "3"})["sys_id"]
     world.cycle(2)
     with world.store.transaction() as session:
-        (dead,) = service.dead_letters(session=session)
-        assert dead.operation == "inbound" and "state" in dead.last_error
-        assert service.list_incidents(session=session) == []
+        (dead,) = dead_letters.list_dead_letters(session=session)
+        assert dead["operation"] == "inbound" and "state" in dead["last_error"]
+        assert incident_service.list_incidents(session=session) == []
     assert world.sn.get_incident(sys_id)["state"] == "4"
     # The operator fixes the mapping (here: the record) and retries the dead letter.
     world.sn.human_update(sys_id, {"state": "2"})
     with world.store.transaction() as session:
-        service.retry_dead_letter(session=session, item_id=dead.id, now=world.clock.now())
+        dead_letters.retry(session=session, dead_letter_id=dead["id"], now=world.clock.now())
     world.engine.inbound.retry_dead_inbound("servicenow")
     world.settle()
     with world.store.transaction() as session:
-        assert service.dead_letters(session=session) == []
-        assert [i.status for i in service.list_incidents(session=session)] == ["acknowledged"]
+        assert dead_letters.list_dead_letters(session=session) == []
+        assert [i.status for i in incident_service.list_incidents(session=session)] == ["acknowledged"]
 
 
 def test_a_paused_connector_ignores_webhook_hints(world):
@@ -117,8 +119,8 @@ def test_a_record_that_maps_again_closes_its_old_dead_letter(world):
     world.sn.human_update(sys_id, {"state": "1"})
     world.settle()
     with world.store.transaction() as session:
-        assert service.dead_letters(session=session) == []
-        assert [i.status for i in service.list_incidents(session=session)] == ["triggered"]
+        assert dead_letters.list_dead_letters(session=session) == []
+        assert [i.status for i in incident_service.list_incidents(session=session)] == ["triggered"]
 
 
 def test_a_webhook_for_a_record_not_yet_mirrored_leaves_creation_to_the_poll(world):
@@ -127,6 +129,6 @@ def test_a_webhook_for_a_record_not_yet_mirrored_leaves_creation_to_the_poll(wor
     world.engine.hint("servicenow", sys_id)
     assert world.engine.drain_hints() == 1
     with world.store.transaction() as session:
-        assert service.list_incidents(session=session) == []
+        assert incident_service.list_incidents(session=session) == []
     world.engine.poll("servicenow")
     assert world.incident().title == "new"

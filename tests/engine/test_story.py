@@ -1,7 +1,7 @@
 """A responder's day across ServiceNow and Jira, on SQLite and PostgreSQL: the sync stories of
 issue 5, driven cycle by cycle against both simulators."""
 
-from syncd.store import service
+from syncd.incidents import service as incident_service
 
 
 def raise_sn_incident(world, **fields):
@@ -75,7 +75,7 @@ def test_comments_and_work_notes_cross_both_ways_exactly_once(world):
     assert jira_bodies.count("restarting the primary") == 1
     assert sn_notes.count("replica lag is 0 now") == 1
     with world.store.transaction() as session:
-        bodies = [c.body for c in service.comments(session=session, incident_id=1)]
+        bodies = [c.body for c in incident_service.comments(session=session, incident_id=1)]
     assert sorted(bodies) == ["replica lag is 0 now", "restarting the primary"]
 
 
@@ -92,12 +92,12 @@ def test_a_jira_comment_arrives_with_its_issue_and_costs_no_comment_list_read(wo
 def test_our_own_servicenow_write_is_known_by_its_version_without_a_read_back(world):
     sys_id = raise_sn_incident(world)
     world.settle()
-    world.engine.incidents.update(1, {"priority": "P3"}, actor="carol", source="api")
+    world.engine.commands.update(1, {"priority": "P3"}, actor="carol", source="api")
     world.engine.deliver_all_due()
     assert world.link("servicenow").remote_version == world.sn.get_incident(sys_id)["sys_mod_count"]
     # A human edit between two of our writes breaks the chain: the version is left to the next read.
     world.sn.human_update(sys_id, {"short_description": "renamed by a human"})
-    world.engine.incidents.update(1, {"priority": "P4"}, actor="carol", source="api")
+    world.engine.commands.update(1, {"priority": "P4"}, actor="carol", source="api")
     world.engine.deliver_all_due()
     assert world.link("servicenow").remote_version is None
     world.settle()

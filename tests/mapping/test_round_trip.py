@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from syncd.connectors.base import Ref
 from syncd.mapping import load_mapping
 from syncd.mapping.loader import default_mapping_path
-from syncd.mapping.model import PRIORITIES, STATUSES
+from syncd.incidents.fields import INCIDENT_STATUSES as STATUSES, PRIORITIES
 
 # ServiceNow's priority lookup (impact x urgency), from the reference facts: the remote computes it.
 SERVICENOW_PRIORITY = {

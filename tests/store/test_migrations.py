@@ -53,7 +53,8 @@ def test_the_migrations_build_exactly_the_schema_the_models_describe(empty_store
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from syncd.store.models import Base
+    from syncd.store.base import Base, import_all_models
+    import_all_models()
     engine = db.open_engine(empty_store_url)
     db.upgrade(engine)
     with engine.connect() as connection:

@@ -2,7 +2,9 @@
 
 from alembic import context
 
-from syncd.store.models import Base
+from syncd.store.base import Base, import_all_models
+
+import_all_models()
 
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from syncd.connectors.base import Connector
-from syncd.store.service import incident_fields
+from syncd.incidents.fields import incident_fields
 
 CORRELATION_PREFIX = "syncd-"
 

@@ -8,25 +8,31 @@ silently with a dead worker.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from queue import Empty, Queue
 from typing import Callable, Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.clock import Clock
 from syncd.connectors.base import RemoteError
-from syncd.engine.incidents import IncidentActions
+from syncd.engine import service as sync_service
+from syncd.engine.connector_runtime import ConnectorRuntime
 from syncd.engine.outbox import OutboxDelivery
 from syncd.engine.ownership import PollerOwnership
-from syncd.engine.runtime import ConnectorRuntime
 from syncd.engine.sync import InboundSync
-from syncd.metrics import (CONNECTOR_PAUSED, DEAD_LETTERS, OUTBOX_PENDING, SYNC_LAG_SECONDS,
-                           WORKER_RESTARTS)
-from syncd.store import service
+from syncd.incidents.commands import IncidentCommands
+from syncd.metrics import (
+    CONNECTOR_PAUSED,
+    DEAD_LETTERS,
+    OUTBOX_PENDING,
+    SYNC_LAG_SECONDS,
+    WORKER_RESTARTS,
+)
+from syncd.store import queue
 from syncd.store.db import transaction
 
 log = logging.getLogger(__name__)
@@ -38,7 +44,7 @@ class EngineSettings:
     outbox_batch: int = 10
     outbox_idle_wait: float = 1.0          # seconds a worker waits when nothing is due
     lease: timedelta = timedelta(minutes=2)
-    backoff: service.Backoff = service.Backoff()
+    backoff: queue.Backoff = queue.Backoff()
     keep_done_rows: timedelta = timedelta(hours=1)   # delivered outbox rows, for inspection
     worker_restart_initial: float = 1.0     # seconds before the first restart of a crashed worker
     worker_restart_max: float = 60.0
@@ -47,8 +53,8 @@ class EngineSettings:
     pause_min_links: int = 20
 
 
-class Engine:
-    """The sync engine for one process: inbound, outbound and the actions on incidents."""
+class SyncEngine:
+    """The sync engine for one process: inbound, outbound, and the incident commands that feed it."""
 
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
                  clock: Clock, settings: EngineSettings = EngineSettings(), worker_id: str = "syncd",
@@ -58,7 +64,7 @@ class Engine:
         self.clock = clock
         self.settings = settings
         self.worker_id = worker_id
-        self.hints: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.hints: Queue[tuple[str, str]] = Queue()
         self.inbound = InboundSync(sessions=sessions, runtimes=self.runtimes, clock=clock,
                                    pause_share=settings.pause_share,
                                    pause_min_links=settings.pause_min_links,
@@ -67,7 +73,7 @@ class Engine:
         self.ownership = {name: ownership(name) for name in self.runtimes} if ownership else {}
         self.outbox = OutboxDelivery(sessions=sessions, runtimes=self.runtimes, clock=clock,
                                      backoff=settings.backoff, lease=settings.lease)
-        self.incidents = IncidentActions(sessions=sessions, runtimes=self.runtimes, clock=clock)
+        self.commands = IncidentCommands(sessions=sessions, runtimes=self.runtimes, clock=clock)
         self._work_ready = threading.Event()
         self._poll_now = {name: threading.Event() for name in self.runtimes}
         self._stop = threading.Event()
@@ -122,7 +128,7 @@ class Engine:
         while True:
             try:
                 taken.append(self.hints.get_nowait())
-            except queue.Empty:
+            except Empty:
                 break
         by_connector: dict[str, dict[str, None]] = {}
         for connector, remote_id in taken:
@@ -145,8 +151,8 @@ class Engine:
         """Gauges are read from the store, so every replica reports the same truth."""
         now = self.clock.now()
         with transaction(self.sessions, readonly=True) as session:
-            counts = service.outbox_counts(session=session)
-            cursors = {name: service.get_cursor(session=session, connector=name)
+            counts = sync_service.outbox_counts(session=session)
+            cursors = {name: sync_service.get_cursor(session=session, connector=name)
                        for name in self.runtimes}
         for name, cursor in cursors.items():
             OUTBOX_PENDING.labels(name).set(counts.get((name, "pending"), 0)
@@ -223,7 +229,7 @@ class Engine:
         if threshold is None:
             return False
         with transaction(self.sessions, readonly=True) as session:
-            cursor = service.get_cursor(session=session, connector=connector)
+            cursor = sync_service.get_cursor(session=session, connector=connector)
             last = cursor.last_poll_at if cursor else None
         if last is None or self.clock.now() - last <= threshold:
             return False
@@ -244,7 +250,7 @@ class Engine:
         while not self._stop.is_set():
             try:
                 first = self.hints.get(timeout=0.5)
-            except queue.Empty:
+            except Empty:
                 continue
             self.drain_hints(first)
 
@@ -267,5 +273,5 @@ class Engine:
 
     def prune_outbox(self) -> int:
         with transaction(self.sessions) as session:
-            return service.prune_done(session=session,
+            return sync_service.prune_done(session=session,
                                       before=self.clock.now() - self.settings.keep_done_rows)

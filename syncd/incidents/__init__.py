@@ -1,0 +1,1 @@
+"""Incidents: their tables, canonical fields, store service and the commands people run."""

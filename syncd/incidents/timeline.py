@@ -1,0 +1,60 @@
+"""Timeline entries in words, for the API, the console, the demo and the postmortem:
+"priority P2 → P1 in servicenow by beth.anglin"."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from syncd.incidents.models import TimelineEntry
+
+
+def _value(value: Any) -> str:
+    if value is None or value == "":
+        return "(empty)"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _where_who(entry: TimelineEntry) -> str:
+    where = f" in {entry.source}" if entry.source else ""
+    who = f" by {entry.actor}" if entry.actor else ""
+    return where + who
+
+
+def describe(entry: TimelineEntry) -> str:
+    """One sentence for one entry; every kind syncd writes has its own wording."""
+    data = entry.data or {}
+    kind = entry.kind
+    if kind == "fields_changed":
+        changes = data.get("changes", {})
+        parts = [f"{name} {_value(change.get('from'))} → {_value(change.get('to'))}"
+                 for name, change in changes.items()]
+        return f"{', '.join(parts)}{_where_who(entry)}"
+    if kind == "incident_created":
+        title = (data.get("fields") or {}).get("title")
+        return f"incident created{_where_who(entry)}: {_value(title)}"
+    if kind == "comment_added":
+        note = "work note" if data.get("visibility") == "internal" else "comment"
+        return f"{note}{_where_who(entry)}: {_value(data.get('body'))}"
+    if kind == "linked":
+        return f"linked to {data.get('remote_key')} in {data.get('connector')}"
+    if kind == "conflict":
+        return (f"conflict on {data.get('field')}: syncd had {_value(data.get('store'))}, "
+                f"{data.get('connector')} had {_value(data.get('remote'))}; "
+                f"{'the ticket' if data.get('winner') == 'remote' else 'syncd'} won "
+                f"({data.get('policy', 'policy')})")
+    if kind == "drift_repaired":
+        return f"drift repaired in {data.get('connector')}: {', '.join(data.get('fields', []))}"
+    if kind == "remote_vanished":
+        return f"{data.get('remote_key')} is gone from {data.get('connector')}"
+    if kind == "sync_paused":
+        return f"sync from {data.get('connector')} paused: {data.get('reason')}"
+    words = kind.replace("_", " ")
+    return f"{words}{_where_who(entry)}"
+
+
+def entry_json(entry: TimelineEntry) -> dict[str, Any]:
+    return {"id": entry.id, "at": entry.at.isoformat(), "kind": entry.kind, "actor": entry.actor,
+            "source": entry.source, "marked": entry.marked, "text": describe(entry),
+            "data": json.loads(json.dumps(entry.data, default=str))}
