@@ -180,7 +180,7 @@ class Daemon:
         from syncd.api.app import ApiSettings, create_app
         host, _, port = self.config.http.listen.rpartition(":")
         app = create_app(self.engine, ApiSettings(
-            api_tokens=[secret(t) for t in self.config.http.api_tokens],
+            api_tokens=[secret(t.token) for t in self.config.http.api_tokens],
             max_body_bytes=self.config.http.max_body_bytes, readiness=self.readiness))
         self.http_server = uvicorn.Server(uvicorn.Config(
             app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_config=None,

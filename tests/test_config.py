@@ -107,7 +107,8 @@ def test_design_example_loads_with_its_environment(config_dir):
     assert jira.token.get_secret_value() == "jira-token-3b2a1f"
     assert (jira.project, jira.issue_type, jira.jql) == ("OPS", "Incident", "project = OPS")
     assert (jira.create_incidents, jira.create_tickets, jira.deployment) == (False, True, "auto")
-    assert [token.get_secret_value() for token in config.http.api_tokens] == ["api-token-1f2e3d"]
+    assert [(token.name, token.token.get_secret_value()) for token in config.http.api_tokens] == \
+        [("api", "api-token-1f2e3d")]
     assert config.http.listen == "127.0.0.1:8080"
     assert config.store.url.get_secret_value() == f"sqlite:///{config_dir / 'syncd.db'}"
     assert config.store.auto_upgrade is True
@@ -142,7 +143,7 @@ def test_redacted_view_shows_settings_but_no_secret(config_dir):
     printed = json.dumps(redacted)
 
     assert not [secret for secret in SECRET_VALUES if secret in printed]
-    assert redacted["http"]["api_tokens"] == ["***"]
+    assert redacted["http"]["api_tokens"] == [{"name": "api", "token": "***"}]
     assert redacted["connectors"]["servicenow"]["password"] == "***"
     assert redacted["connectors"]["jira"]["token"] == "***"
     assert redacted["connectors"]["jira"]["webhook_secret"] == "***"
@@ -170,7 +171,7 @@ def test_repr_and_str_never_show_a_secret(config_dir):
 def test_an_invalid_secret_is_refused_without_echoing_it(config_dir):
     path = write(config_dir, """\
         store: {url: "mysql://syncd:db-secret-77@db/syncd"}
-        http: {api_tokens: [{token: api-secret-66}]}
+        http: {api_tokens: [{name: bot, token: [api-secret-66]}]}
         connectors:
           sn:
             type: servicenow
@@ -187,7 +188,7 @@ def test_an_invalid_secret_is_refused_without_echoing_it(config_dir):
     assert message.splitlines() == [
         f"{path}:1: store.url: expected a URL like sqlite:///syncd.db or "
         "postgresql+psycopg://user@host/db: syncd stores in SQLite or PostgreSQL, not mysql",
-        f"{path}:2: http.api_tokens[0]: expected text",
+        f"{path}:2: http.api_tokens[0].token: expected text",
         f"{path}:8: connectors.sn.password: expected text",
         f"{path}:9: connectors.sn.webhook_secret: expected text",
     ]
@@ -340,15 +341,21 @@ def test_connectors_need_a_known_type_and_a_usable_name(config_dir):
     ]
 
 
+@pytest.mark.parametrize("text", ["store: {}\n", "connectors: {}\n", "connectors:\n"])
+def test_a_deployment_without_connectors_is_valid(config_dir, text):
+    """Alerts-only and paging-only deployments have no ticket system."""
+    config = load_config(write(config_dir, text), environ=ENV)
+    assert config.connectors == {}
+
+
 @pytest.mark.parametrize("text, problem", [
-    ("store: {}\n", ":1: connectors: required, but missing"),
-    ("connectors: {}\n", ":1: connectors: at least one connector is required"),
-    ("connectors:\n", ":1: connectors: required, but empty"),
     ("connectors: [jira]\n", ":1: connectors: expected a mapping (key: value lines), got a list"),
-    ("- connectors\n", ":1: the file must be a mapping of sections (store, http, connectors, ...)"),
-    ("# nothing yet\n", ": the file is empty; it needs at least a `connectors:` section"),
+    ("- connectors\n", ":1: the file must be a mapping of sections (store, http, response, "
+                       "connectors, ...)"),
+    ("# nothing yet\n", ": the file is empty; write at least one section (store, http, response, "
+                        "connectors)"),
 ])
-def test_a_file_without_connectors_is_refused(config_dir, text, problem):
+def test_a_file_that_is_not_a_config_is_refused(config_dir, text, problem):
     path = write(config_dir, text)
     assert problems_of(path) == [f"{path}{problem}"]
 
