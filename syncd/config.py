@@ -231,10 +231,17 @@ class StoreSettings(_Section):
         return url is not None and make_url(url.get_secret_value()).get_backend_name() == "sqlite"
 
 
+def _token_name(value: str) -> str:
+    if not re.fullmatch(API_TOKEN_NAME, value):
+        raise ValueError(f"a token's name may use letters, digits, '.', '_', '@' and '-' (it names "
+                         f"the actor on the timeline), got {shown(value)}")
+    return value
+
+
 class ApiToken(_Section):
     """A bearer token for the REST API and console; ``name`` is the actor its requests act as."""
 
-    name: Annotated[str, StringConstraints(pattern=API_TOKEN_NAME)]
+    name: Annotated[str, AfterValidator(_token_name)]
     token: Secret
 
 
@@ -276,7 +283,7 @@ class HttpSettings(_Section):
                 raise PydanticCustomError(
                     "duplicate_token_name",
                     "the name '{name}' is already used by http.api_tokens[{first}] (a plain "
-                    "string is named 'api'): give each token its own name with {{name, token}}",
+                    "string is named 'api'): give each token its own name with {name, token}",
                     {"name": token.name, "first": first[token.name], "index": index})
             first[token.name] = index
         return tokens
@@ -463,6 +470,8 @@ def shown(value: Any) -> str:
 
 
 def is_secret_path(path: KeyPath) -> bool:
+    if path[:2] == ("http", "api_tokens") and path[-1:] == ("name",):
+        return False      # a token's name is who acts, not a secret
     return any(part in SECRET_KEYS for part in path) or path[:2] == ("store", "url")
 
 
