@@ -681,3 +681,29 @@ def test_a_url_with_credentials_is_redacted_in_the_shown_config_and_in_errors(co
     path = write(config_dir, 'http: {public_url: "ftp://u:pw-in-url-98@host"}\n')
     [problem] = problems_of(path)
     assert "pw-in-url-98" not in problem and "ftp://u:***@host" in problem
+
+
+# -- syncd config check ------------------------------------------------------------------------
+
+def test_config_check_validates_mappings_and_response_files_and_prints_them_redacted(config_dir):
+    from tests.support import syncd
+
+    shutil.copy(EXAMPLES / "oncall.yaml", config_dir / "oncall.yaml")
+    path = write(config_dir, 'response: {files: ["oncall.yaml"]}\n'
+                 + MINIMAL_JIRA + "    mapping: mappings/jira.yaml\n")
+    result = syncd("config", "check", str(path), env=RESPONSE_ENV)
+
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["connectors"]["jira"]["token"] == "***"
+    alice = printed["definitions"]["users"][0]
+    assert alice["contacts"]["phone"] == "twilio://***:***@15550001111/15550002222"
+    assert printed["definitions"]["services"][0]["routing_key"] == "***"
+    assert not [s for s in ("twilio-token-42aa", "rk-0123456789", "jira-token-3b2a1f")
+                if s in result.stdout + result.stderr]
+    assert "1 mapping file(s) and 1 response file(s) valid" in result.stderr
+
+    (config_dir / "mappings" / "jira.yaml").write_text("system: jira\nfields: []\npolicy: often\n")
+    result = syncd("config", "check", str(path), env=RESPONSE_ENV)
+    assert result.returncode == 2
+    assert f"{config_dir}/mappings/jira.yaml:3:9: conflict policy 'often'" in result.stderr
