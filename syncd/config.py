@@ -30,8 +30,8 @@ from sqlalchemy.exc import ArgumentError
 from syncd.connectors.http import RetryPolicy
 from syncd.mapping.loader import default_mapping_path
 from syncd.yamlsource import (
-    REDACTED, KeyPath, SourceProblem, YamlDocument, YamlSyntaxError, did_you_mean, format_path,
-    interpolate, read_yaml_file, redact_url,
+    REDACTED, KeyPath, SourceProblem, YamlDocument, YamlSyntaxError, did_you_mean, interpolate,
+    read_yaml_file, redact_url,
 )
 
 if TYPE_CHECKING:

@@ -208,7 +208,7 @@ def _definition(document: YamlDocument, kind: str, index: int, raw: Any,
         for error in invalid.errors():
             loc, message = describe_error(
                 {**error, "loc": path + tuple(error["loc"])},
-                known_keys=lambda parent: _known_keys(parent),
+                known_keys=_known_keys,
                 is_secret=lambda where: any(part in SECRET_KEYS for part in where))
             if loc in document.unresolved:
                 continue
