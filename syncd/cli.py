@@ -69,10 +69,23 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate the config, its mapping files and its response files; print them redacted (the
+    config's sections at the top, what the response files define under "definitions")."""
+    from syncd.mapping import validate_files
     config = load_config_or_fail(args.file or args.config)
+    mapping_files = [str(connector.mapping) for connector in config.connectors.values()]
+    problems = validate_files(mapping_files)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in the mapping files", file=sys.stderr)
+        return EXIT_USAGE
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(json.dumps(config.redacted(), indent=2, default=str))
+    print(json.dumps({**config.redacted(), "definitions": config.responses.redacted()},
+                     indent=2, default=str))
+    print(f"config valid, {len(mapping_files)} mapping file(s) and "
+          f"{len(config.responses.files)} response file(s) valid", file=sys.stderr)
     return EXIT_OK
 
 
@@ -301,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     config_parser = commands.add_parser("config", help="configuration file")
     config_commands = config_parser.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
-    check = config_commands.add_parser("check", help="validate a configuration file and print it, "
+    check = config_commands.add_parser("check", help="validate a configuration file, its mapping "
+                                                     "and response files, and print them, "
                                                      "secrets redacted")
     check.add_argument("file", nargs="?", help="the file (default: --config)")
     _add_config_option(check)

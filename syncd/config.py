@@ -1,58 +1,59 @@
 """The configuration file: YAML read into pydantic models, with ``${VAR}`` interpolation.
 
-The file is composed into PyYAML nodes rather than loaded into plain dicts, so every problem can
-name its line, and duplicate keys (which PyYAML would silently overwrite) are caught. Every problem
-of a file is reported at once, one per line, as ``FILE:LINE: key.path: what was expected``, so an
-admin fixes a file in one pass. Secrets are ``SecretStr`` and are never echoed, not even in errors.
-Pure: reads the config file and checks that mapping files exist; no network, no database.
-The keys are documented in docs/configuration.md.
+The file is read by :mod:`syncd.yamlsource`, which keeps every key path's line and catches
+duplicate keys. Every problem of a file is reported at once, one per line, as
+``FILE:LINE: key.path: what was expected``, so an admin fixes a file in one pass. Secrets are
+``SecretStr`` and are never echoed, not even in errors; secrets inside URLs are redacted wherever
+the config is shown. Loading also validates the response files that ``response.files`` names.
+Reads files only: no network, no database. The keys are documented in docs/configuration.md.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import os
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Mapping, Union
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr,
     StringConstraints, ValidationError, ValidationInfo, field_validator,
 )
+from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from syncd.connectors.http import RetryPolicy
 from syncd.mapping.loader import default_mapping_path
+from syncd.yamlsource import (
+    REDACTED, KeyPath, SourceProblem, YamlDocument, YamlSyntaxError, did_you_mean, interpolate,
+    read_yaml_file, redact_url,
+)
+
+if TYPE_CHECKING:
+    from syncd.response_files import ResponseSet
+
+__all__ = ["Config", "ConfigError", "ConfigProblem", "format_duration", "interpolate",
+           "load_config", "parse_duration", "redact_url"]
 
 DEFAULT_STORE_URL = "sqlite:///syncd.db"
-SECRET_KEYS = frozenset({"password", "token", "webhook_secret", "api_tokens"})
-REDACTED = "***"
+SECRET_KEYS = frozenset({"password", "token", "webhook_secret", "api_tokens", "link_secret"})
 CONNECTOR_NAME = r"^[a-z0-9_-]{1,64}$"   # used in URLs and metric labels
-
-KeyPath = tuple[Union[str, int], ...]   # a key path: ("connectors", "jira", "poll_interval")
+API_TOKEN_NAME = r"^[A-Za-z0-9_.@-]{1,64}$"   # an actor's name on the timeline
+PLAIN_TOKEN_NAME = "api"
+MIN_LINK_SECRET = 16
+# The retry policy the daemon gives its connectors (daemon.build_connector's default); the claim
+# lease is checked against it.
+DAEMON_RETRY_POLICY = RetryPolicy()
 
 
 # -- problems ------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One problem (or warning) of a config file: where it is and what was expected."""
-
-    file: str
-    line: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+ConfigProblem = SourceProblem   # one problem (or warning) of a config file
 
 
 class ConfigError(Exception):
@@ -61,18 +62,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[ConfigProblem]):
         self.problems = problems
         super().__init__("\n".join(str(problem) for problem in problems))
-
-
-def format_path(path: KeyPath) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else ""
 
 
 # -- value types ---------------------------------------------------------------------------------
@@ -85,7 +74,7 @@ def parse_duration(value: Any) -> timedelta:
     """``15s``, ``5m``, ``1h30m``, ``250ms`` or a bare number of seconds; raise ValueError."""
     if isinstance(value, timedelta):
         return value
-    expected = f"expected a duration like 30s, 5m, 1h30m or 250ms, got {_shown(value)}"
+    expected = f"expected a duration like 30s, 5m, 1h30m or 250ms, got {shown(value)}"
     if isinstance(value, bool):
         raise ValueError(expected)
     if isinstance(value, (int, float)):
@@ -102,7 +91,7 @@ def parse_duration(value: Any) -> timedelta:
     else:
         raise ValueError(expected)
     if not seconds >= 0:     # also refuses NaN
-        raise ValueError(f"must not be negative, got {_shown(value)}")
+        raise ValueError(f"must not be negative, got {shown(value)}")
     return timedelta(seconds=seconds)
 
 
@@ -131,26 +120,26 @@ def _secret_not_empty(value: SecretStr) -> SecretStr:
 def _web_url(value: str) -> str:
     split = urlsplit(value)
     if split.scheme not in ("http", "https") or not split.netloc:
-        raise ValueError(f"expected a URL like https://acme.example.com, got {_shown(value)}")
+        raise ValueError(f"expected a URL like https://acme.example.com, got {shown(value)}")
     return value.rstrip("/")
 
 
 def _jira_project_key(value: str) -> str:
     if not re.fullmatch(r"[A-Z][A-Z0-9_]*", value):
         raise ValueError(f"expected a Jira project key like OPS (capital letters, digits, _), "
-                         f"got {_shown(value)}")
+                         f"got {shown(value)}")
     return value
 
 
 def _table_name(value: str) -> str:
     if not re.fullmatch(r"[a-z0-9_]+", value):
-        raise ValueError(f"expected a ServiceNow table name like incident, got {_shown(value)}")
+        raise ValueError(f"expected a ServiceNow table name like incident, got {shown(value)}")
     return value
 
 
 def _listen_address(value: str) -> str:
     host, separator, port = value.rpartition(":")
-    expected = f'expected "host:port" like 127.0.0.1:8080 or [::1]:8080, got {_shown(value)}'
+    expected = f'expected "host:port" like 127.0.0.1:8080 or [::1]:8080, got {shown(value)}'
     if not separator or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(expected)
     if host.startswith("["):
@@ -174,7 +163,7 @@ def _relative_to_config(path: Path, info: ValidationInfo) -> Path:
 def _existing_file(value: Any, info: ValidationInfo) -> Path:
     """A path relative to the config file's folder, made absolute; the file must exist."""
     if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise ValueError(f"expected a file path, got {_shown(value)}")
+        raise ValueError(f"expected a file path, got {shown(value)}")
     path = _relative_to_config(Path(value), info)
     if not path.is_file():
         raise ValueError(f"no such file: {path} (a relative path is relative to the config "
@@ -196,6 +185,11 @@ ConnectorName = Annotated[str, StringConstraints(pattern=CONNECTOR_NAME)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __repr_args__(self) -> Any:
+        """Reprs show URLs with their secrets redacted (SecretStr fields hide themselves)."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if isinstance(value, str) else value
 
 
 class StoreSettings(_Section):
@@ -237,10 +231,62 @@ class StoreSettings(_Section):
         return url is not None and make_url(url.get_secret_value()).get_backend_name() == "sqlite"
 
 
+def _token_name(value: str) -> str:
+    if not re.fullmatch(API_TOKEN_NAME, value):
+        raise ValueError(f"a token's name may use letters, digits, '.', '_', '@' and '-' (it names "
+                         f"the actor on the timeline), got {shown(value)}")
+    return value
+
+
+class ApiToken(_Section):
+    """A bearer token for the REST API and console; ``name`` is the actor its requests act as."""
+
+    name: Annotated[str, AfterValidator(_token_name)]
+    token: Secret
+
+
+def _plain_token_named_api(value: Any) -> Any:
+    """A plain string in ``http.api_tokens`` is a token named "api" (as before names existed)."""
+    return {"name": PLAIN_TOKEN_NAME, "token": value} if isinstance(value, str) else value
+
+
+def _link_secret_length(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value()) < MIN_LINK_SECRET:
+        raise ValueError(f"must be at least {MIN_LINK_SECRET} characters (it signs acknowledge "
+                         f"links); generate one with: openssl rand -hex 32")
+    return value
+
+
 class HttpSettings(_Section):
     listen: ListenAddress = "127.0.0.1:8080"
-    api_tokens: list[Secret] = Field(default_factory=list)
+    public_url: WebUrl | None = Field(default=None, validate_default=True)
+    api_tokens: list[Annotated[ApiToken, BeforeValidator(_plain_token_named_api)]] = Field(
+        default_factory=list)
+    link_secret: Annotated[SecretStr, AfterValidator(_link_secret_length)] | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    @field_validator("public_url")
+    @classmethod
+    def _from_listen(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """How people reach syncd; without one, the listen address (right for a laptop only)."""
+        if value is not None:
+            return value
+        listen = info.data.get("listen")
+        return f"http://{listen}" if listen else None
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _names_unique(cls, tokens: list[ApiToken]) -> list[ApiToken]:
+        first: dict[str, int] = {}
+        for index, token in enumerate(tokens):
+            if token.name in first:
+                raise PydanticCustomError(
+                    "duplicate_token_name",
+                    "the name '{name}' is already used by http.api_tokens[{first}] (a plain "
+                    "string is named 'api'): give each token its own name with {name, token}",
+                    {"name": token.name, "first": first[token.name], "index": index})
+            first[token.name] = index
+        return tokens
 
 
 class _ConnectorSettings(_Section):
@@ -323,35 +369,51 @@ class LoggingSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+def _glob_relative_to_config(value: str, info: ValidationInfo) -> str:
+    """A glob relative to the config file's folder, made absolute."""
+    return str(_relative_to_config(Path(value), info))
+
+
+class ResponseSettings(_Section):
+    # Globs naming the response files (users, schedules, policies, services, plays, actions).
+    files: list[Annotated[Text, AfterValidator(_glob_relative_to_config)]] = Field(
+        default_factory=list)
+
+
 class Config(_Section):
-    """The validated configuration. ``warnings`` holds what is legal but probably not meant."""
+    """The validated configuration. ``warnings`` holds what is legal but probably not meant;
+    ``responses`` the response files as validated when the config was loaded."""
 
     store: StoreSettings = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     http: HttpSettings = HttpSettings()
-    connectors: dict[ConnectorName, ConnectorSettings]
+    response: ResponseSettings = ResponseSettings()
+    # Empty for deployments that only take alerts and page.
+    connectors: dict[ConnectorName, ConnectorSettings] = Field(default_factory=dict)
     sync: SyncSettings = SyncSettings()
     logging: LoggingSettings = LoggingSettings()
     _warnings: list[str] = PrivateAttr(default_factory=list)
+    _responses: ResponseSet | None = PrivateAttr(default=None)
 
-    @field_validator("store", "http", "sync", "logging", mode="before")
+    @field_validator("store", "http", "response", "connectors", "sync", "logging", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         """A section written with nothing under it (``sync:``) takes all its defaults."""
         return {} if value is None else value
 
-    @field_validator("connectors")
-    @classmethod
-    def _at_least_one(cls, value: dict) -> dict:
-        if not value:
-            raise ValueError("at least one connector is required")
-        return value
-
     @property
     def warnings(self) -> list[str]:
         return list(self._warnings)
 
+    @property
+    def responses(self) -> ResponseSet:
+        """The response files loaded with the config (load_config sets them)."""
+        if self._responses is None:
+            raise RuntimeError("response files are loaded by load_config, not by model_validate")
+        return self._responses
+
     def redacted(self) -> dict[str, Any]:
-        """Plain data for printing: secrets as "***", durations as "1h30m", paths as text."""
+        """Plain data for printing: secrets as "***", secrets inside URLs as "***", durations as
+        "1h30m", paths as text."""
         data = _plain(self)
         data["store"]["url"] = make_url(self.store.url.get_secret_value()).render_as_string(
             hide_password=True)
@@ -371,142 +433,36 @@ def _plain(value: Any) -> Any:
         return format_duration(value)
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, str):
+        return redact_url(value)
     return value
 
 
 def _section_keys(parent: KeyPath, data: Any) -> list[str]:
     """The keys allowed where an unknown key was found (for "did you mean")."""
     sections: dict[str, type[BaseModel]] = {
-        "store": StoreSettings, "http": HttpSettings, "sync": SyncSettings, "logging": LoggingSettings}
+        "store": StoreSettings, "http": HttpSettings, "response": ResponseSettings,
+        "sync": SyncSettings, "logging": LoggingSettings}
     model: type[BaseModel] | None = None
     if parent == ():
         model = Config
     elif len(parent) == 1 and parent[0] in sections:
         model = sections[str(parent[0])]
+    elif len(parent) == 3 and parent[:2] == ("http", "api_tokens"):
+        model = ApiToken
     elif len(parent) == 2 and parent[0] == "connectors":
-        section = data.get("connectors", {}).get(parent[1], {})
+        section = (data.get("connectors") or {}).get(parent[1], {})
         model = CONNECTOR_TYPES.get(section.get("type")) if isinstance(section, dict) else None
     return list(model.model_fields) if model else []
 
 
-# -- interpolation -------------------------------------------------------------------------------
-
-_REFERENCE = re.compile(r"\$(\$?)\{([^}]*)\}|\$(\$?)\{")
-_REFERENCE_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
-
-
-def interpolate(text: str, environ: Mapping[str, str]) -> tuple[str, list[str], list[str]]:
-    """``text`` with each ``${VAR}`` / ``${VAR:-default}`` replaced and ``$${`` kept as ``${``.
-
-    Returns (result, names of variables used, problems). ``:-default`` applies when the variable
-    is unset or empty, as in the shell."""
-    used: list[str] = []
-    problems: list[str] = []
-
-    def replace(match: re.Match) -> str:
-        escaped, body = match.group(1) or match.group(3), match.group(2)
-        if escaped:
-            return match.group(0)[1:]
-        if body is None:
-            problems.append("unterminated ${: write ${NAME}, or $${ for a literal ${")
-            return ""
-        parsed = _REFERENCE_BODY.fullmatch(body)
-        if not parsed:
-            problems.append("bad ${...} reference: expected ${NAME} or ${NAME:-default}")
-            return ""
-        name, default = parsed.group(1), parsed.group(2)
-        used.append(name)
-        value = environ.get(name)
-        if default is not None and not value:
-            return default
-        if value is None:
-            problems.append(f"environment variable {name} is not set")
-            return ""
-        return value
-
-    return _REFERENCE.sub(replace, text), used, problems
-
-
-# -- reading -------------------------------------------------------------------------------------
-
-class _Reader:
-    """Turns composed YAML nodes into plain data, recording each key path's line and the
-    environment variables each value came from, and collecting problems."""
-
-    def __init__(self, source: str, environ: Mapping[str, str]):
-        self.source = source
-        self.environ = environ
-        self.problems: list[ConfigProblem] = []
-        self.lines: dict[KeyPath, int] = {(): 1}
-        self.variables: dict[KeyPath, list[str]] = {}
-        self.unresolved: set[KeyPath] = set()    # values whose ${...} failed: reported already
-        self._constructor = yaml.SafeLoader("")
-        self._open: set[int] = set()
-
-    def problem(self, path: KeyPath, message: str, line: int | None = None) -> None:
-        self.problems.append(ConfigProblem(self.source, line or self.line(path),
-                                           format_path(path), message))
-
-    def line(self, path: KeyPath) -> int | None:
-        while path not in self.lines:
-            path = path[:-1]
-        return self.lines[path]
-
-    def read(self, node: yaml.Node, path: KeyPath) -> Any:
-        if id(node) in self._open:
-            self.problem(path, "an alias refers to a mapping that contains it")
-            return None
-        self._open.add(id(node))
-        try:
-            if isinstance(node, yaml.MappingNode):
-                return self._mapping(node, path)
-            if isinstance(node, yaml.SequenceNode):
-                items = []
-                for index, item in enumerate(node.value):
-                    self.lines[path + (index,)] = item.start_mark.line + 1
-                    items.append(self.read(item, path + (index,)))
-                return items
-            return self._scalar(node, path)
-        finally:
-            self._open.discard(id(node))
-
-    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
-        seen: dict[str, int] = {}
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                line = key_node.start_mark.line + 1
-                if key_node.value in seen:
-                    self.problem(path + (key_node.value,), f"duplicate key: it is already set on "
-                                                          f"line {seen[key_node.value]}; keep one", line)
-                seen.setdefault(key_node.value, line)
-        self._constructor.flatten_mapping(node)   # `<<: *anchor` merge keys; explicit keys win
-        result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.problem(path, "keys must be plain text", key_node.start_mark.line + 1)
-                continue
-            key_path = path + (key_node.value,)
-            self.lines[key_path] = key_node.start_mark.line + 1
-            result[key_node.value] = self.read(value_node, key_path)
-        return result
-
-    def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
-        value = self._constructor.construct_object(node, deep=True)
-        if not isinstance(value, str):
-            return value
-        text, used, problems = interpolate(value, self.environ)
-        if used:
-            self.variables[path] = used
-        for problem in problems:
-            self.problem(path, problem)
-            self.unresolved.add(path)
-        return text
-
-
 # -- errors --------------------------------------------------------------------------------------
 
-def _shown(value: Any) -> str:
-    if isinstance(value, (str, bool)) or value is None:
+def shown(value: Any) -> str:
+    """A value for an error message; a URL with its secrets redacted."""
+    if isinstance(value, str):
+        return json.dumps(redact_url(value))
+    if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, (int, float)):
         return str(value)
@@ -514,10 +470,12 @@ def _shown(value: Any) -> str:
 
 
 def is_secret_path(path: KeyPath) -> bool:
+    if path[:2] == ("http", "api_tokens") and path[-1:] == ("name",):
+        return False      # a token's name is who acts, not a secret
     return any(part in SECRET_KEYS for part in path) or path[:2] == ("store", "url")
 
 
-_EXPECTED = {
+EXPECTED_BY_ERROR = {
     "string_type": "expected text", "int_type": "expected a whole number",
     "int_parsing": "expected a whole number", "int_from_float": "expected a whole number",
     "bool_type": "expected true or false", "bool_parsing": "expected true or false",
@@ -529,116 +487,168 @@ _EXPECTED = {
 }
 
 
-_BOUNDS = {"greater_than": "greater than", "greater_than_equal": "at least",
-           "less_than": "less than", "less_than_equal": "at most"}
+BOUND_WORDS = {"greater_than": "greater than", "greater_than_equal": "at least",
+               "less_than": "less than", "less_than_equal": "at most"}
 
 
-def _problem_of(error: dict, data: Any) -> tuple[KeyPath, str]:
-    """Key path and message for one pydantic error, without echoing a secret."""
+def describe_error(error: dict, *, known_keys: Callable[[KeyPath], list[str]],
+                   is_secret: Callable[[KeyPath], bool]) -> tuple[KeyPath, str]:
+    """Key path and plain-words message for one pydantic error, without echoing a secret; used
+    for config and response files alike. ``known_keys(parent)`` lists the keys allowed there."""
     loc: KeyPath = tuple(error["loc"])
-    if loc[:1] == ("connectors",) and len(loc) > 2 and loc[2] in CONNECTOR_TYPES:
-        loc = loc[:2] + loc[3:]   # pydantic puts the discriminator's tag in the path
     kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
     got = ""
     if kind == "value_error":
         message = str(ctx["error"])
     elif kind == "extra_forbidden":
-        known = _section_keys(loc[:-1], data)
-        hint = _did_you_mean(str(loc[-1]), known) or f"known keys: {', '.join(known)}"
+        known = known_keys(loc[:-1])
+        hint = did_you_mean(str(loc[-1]), known) or f"known keys: {', '.join(known)}"
         message = f"unknown key ({hint})"
-    elif loc[-1:] == ("[key]",):
-        loc = loc[:-1]
-        message = ("a connector name may only use lowercase letters, digits, - and _ "
-                   f"(it appears in URLs and metric labels), got {_shown(loc[-1])}")
-    elif kind in ("union_tag_invalid", "union_tag_not_found"):
-        loc = loc + ("type",)
-        types = list(CONNECTOR_TYPES)
-        tag = ctx.get("tag")
-        message = f"expected one of {', '.join(types)}" if tag is not None \
-            else f"required, one of {', '.join(types)}"
-        if tag is not None:
-            got = f", got {_shown(tag)}"
-            hint = _did_you_mean(tag, types)
-            got += f" ({hint})" if hint else ""
     elif kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
         message = f"expected one of {', '.join(choices)}"
-        hint = _did_you_mean(str(value), choices)
-        got = f", got {_shown(value)}" + (f" ({hint})" if hint else "")
-    elif kind == "string_too_short" and ctx.get("min_length") == 1:
+        hint = did_you_mean(str(value), choices)
+        got = f", got {shown(value)}" + (f" ({hint})" if hint else "")
+    elif kind in ("string_too_short", "too_short") and ctx.get("min_length") == 1:
         message = "must not be empty"
-    elif kind in _BOUNDS:
-        message = f"must be {_BOUNDS[kind]} {next(iter(ctx.values()))}"
-        got = f", got {_shown(value)}"
+    elif kind in BOUND_WORDS:
+        message = f"must be {BOUND_WORDS[kind]} {next(iter(ctx.values()))}"
+        got = f", got {shown(value)}"
     elif value is None and kind not in ("missing",):
         message = "required, but empty"
     else:
-        message = _EXPECTED.get(kind) or error["msg"][0].lower() + error["msg"][1:]
+        message = EXPECTED_BY_ERROR.get(kind) or error["msg"][0].lower() + error["msg"][1:]
         if kind != "missing":
-            got = f", got {_shown(value)}"
-    if is_secret_path(loc):
+            got = f", got {shown(value)}"
+    if is_secret(loc):
         got = ""
     return loc, message + got
+
+
+def _problem_of(error: dict, data: Any) -> tuple[KeyPath, str]:
+    """Key path and message for one pydantic error of the config file."""
+    loc: KeyPath = tuple(error["loc"])
+    if loc[:1] == ("connectors",) and len(loc) > 2 and loc[2] in CONNECTOR_TYPES:
+        loc = loc[:2] + loc[3:]   # pydantic puts the discriminator's tag in the path
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "duplicate_token_name":
+        return loc + (ctx["index"], "name"), error["msg"]
+    if loc[-1:] == ("[key]",):
+        loc = loc[:-1]
+        return loc, ("a connector name may only use lowercase letters, digits, - and _ "
+                     f"(it appears in URLs and metric labels), got {shown(loc[-1])}")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        types = list(CONNECTOR_TYPES)
+        tag = ctx.get("tag")
+        if tag is None:
+            return loc + ("type",), f"required, one of {', '.join(types)}"
+        hint = did_you_mean(tag, types)
+        return loc + ("type",), (f"expected one of {', '.join(types)}, got {shown(tag)}"
+                                 + (f" ({hint})" if hint else ""))
+    return describe_error({**error, "loc": loc}, known_keys=lambda parent: _section_keys(parent, data),
+                          is_secret=is_secret_path)
 
 
 # -- loading -------------------------------------------------------------------------------------
 
 def load_config(path: str | os.PathLike, *, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, interpolate and validate a config file; raise ConfigError listing every problem."""
-    source = str(path)
+    """Read, interpolate and validate a config file and the response files it names; raise
+    ConfigError listing every problem."""
+    from syncd.response_files import (   # a cycle at import time: they use our value types
+        ResponseFileError, expand_patterns, load_response_files)
+
     environ = os.environ if environ is None else environ
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError([ConfigProblem(source, None, "", f"cannot read the config file: {reason}")
-                           ]) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        what = "; ".join(part for part in (exc.context, exc.problem) if part)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError([ConfigProblem(where, None, "", f"YAML syntax error: {what}")]) from None
-    reader = _Reader(source, environ)
-    if root is None:
-        raise ConfigError([ConfigProblem(source, None, "", "the file is empty; it needs at least "
-                                                           "a `connectors:` section")])
-    data = reader.read(root, ())
+        document = read_yaml_file(path, what="the config file", environ=environ)
+    except YamlSyntaxError as exc:
+        raise ConfigError([exc.problem]) from None
+    data = document.data
+    if data is None and not document.problems:
+        raise ConfigError([ConfigProblem(str(path), None, "", "the file is empty; write at least "
+                                                              "one section (store, http, "
+                                                              "response, connectors)")])
     if not isinstance(data, dict):
-        reader.problem((), "the file must be a mapping of sections (store, http, connectors, ...)")
-        raise ConfigError(reader.problems)
-    base_dir = Path(path).absolute().parent
+        document.problem((), "the file must be a mapping of sections (store, http, response, "
+                             "connectors, ...)")
+        raise ConfigError(document.problems)
     config = None
     try:
-        config = Config.model_validate(data, context={"base_dir": base_dir})
+        config = Config.model_validate(data, context={"base_dir": Path(path).absolute().parent})
     except ValidationError as invalid:
         for error in invalid.errors():
             loc, message = _problem_of(error, data)
-            if loc in reader.unresolved:
+            if loc in document.unresolved:
                 continue
-            variables = reader.variables.get(loc)
+            variables = document.variables.get(loc)
             if variables:
                 message += " (from " + ", ".join(f"${{{name}}}" for name in variables) + ")"
-            reader.problem(loc, message)
-    if reader.problems or config is None:
-        raise ConfigError(sorted(reader.problems, key=_by_line)) from None
-    config._warnings = [str(w) for w in sorted(_warnings(config, reader), key=_by_line)]
+            document.problem(loc, message)
+    if config is not None:
+        document.problems += _lease_problems(config, document)
+    if document.problems or config is None:
+        raise ConfigError(sorted(document.problems, key=_by_line)) from None
+    paths, unmatched = expand_patterns(config.response.files)
+    try:
+        responses = load_response_files(paths, environ=environ)
+    except ResponseFileError as invalid:
+        raise ConfigError(invalid.problems) from None
+    warnings = _warnings(config, document) + [
+        document.problem_at(("response", "files", index), f"{pattern!r} matches no file")
+        for index, pattern in enumerate(config.response.files) if pattern in unmatched]
+    config._warnings = [str(w) for w in sorted(warnings, key=_by_line)]
+    config._responses = responses
     return config
+
+
+def retry_budget(timeout: timedelta, policy: RetryPolicy = DAEMON_RETRY_POLICY) -> timedelta:
+    """The longest one remote call may take under ``policy`` with per-request ``timeout``.
+
+    call_remote stops retrying when its next wait would end past ``max_total_seconds``, so the
+    last attempt starts by then and may last one timeout more; fewer attempts than that bound
+    cost each a timeout plus at most one backoff (backoff_max plus its jitter) between them."""
+    per_attempt = timeout.total_seconds()
+    by_attempts = (policy.max_attempts * per_attempt
+                   + (policy.max_attempts - 1) * (policy.backoff_max + policy.backoff_initial))
+    by_deadline = policy.max_total_seconds + per_attempt
+    return timedelta(seconds=min(by_attempts, by_deadline))
+
+
+def _lease_problems(config: Config, document: YamlDocument) -> list[ConfigProblem]:
+    """A claim that lapses while its remote call still retries lets two workers write."""
+    problems = []
+    lease = config.sync.claim_lease
+    for name, connector in config.connectors.items():
+        budget = retry_budget(connector.timeout)
+        if lease < budget:
+            path: KeyPath = ("sync", "claim_lease")
+            line = document.line(path) if path in document.places else \
+                document.line(("connectors", name, "timeout"))
+            problems.append(document.problem_at(path, (
+                f"{format_duration(lease)} is shorter than connectors.{name}'s retry budget "
+                f"(timeout {format_duration(connector.timeout)} per attempt, retried for up to "
+                f"{format_duration(timedelta(seconds=DAEMON_RETRY_POLICY.max_total_seconds))}: "
+                f"{format_duration(budget)}): raise sync.claim_lease or lower "
+                f"connectors.{name}.timeout"), line=line))
+    return problems
 
 
 def _by_line(problem: ConfigProblem) -> tuple[int, str]:
     return problem.line or 0, problem.path
 
 
-def _warnings(config: Config, reader: _Reader) -> list[ConfigProblem]:
+def _warnings(config: Config, reader: YamlDocument) -> list[ConfigProblem]:
     """What is valid but probably not meant."""
     found: list[ConfigProblem] = []
 
     def warn(path: KeyPath, message: str) -> None:
-        found.append(ConfigProblem(reader.source, reader.line(path), format_path(path), message))
+        found.append(reader.problem_at(path, message))
 
-    secrets: list[KeyPath] = [("http", "api_tokens", index) for index in range(len(config.http.api_tokens))]
+    secrets: list[KeyPath] = [
+        ("http", "api_tokens", index) + (("token",) if ("http", "api_tokens", index, "token")
+                                         in reader.places else ())
+        for index in range(len(config.http.api_tokens))]
+    if config.http.link_secret is not None:
+        secrets.append(("http", "link_secret"))
     for name, connector in config.connectors.items():
         secrets += [("connectors", name, key) for key in sorted(SECRET_KEYS)
                     if getattr(connector, key, None) is not None]

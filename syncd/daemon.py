@@ -119,8 +119,7 @@ class Daemon:
         from syncd.api.auth import ApiToken
         host, _, port = self.config.http.listen.rpartition(":")
         app = create_app(self.engine, ApiSettings(
-            api_tokens=[ApiToken(getattr(t, "name", "api"), secret(getattr(t, "token", t)))
-                        for t in self.config.http.api_tokens],
+            api_tokens=[ApiToken(t.name, secret(t.token)) for t in self.config.http.api_tokens],
             max_body_bytes=self.config.http.max_body_bytes, readiness=self.readiness))
         self.http_server = uvicorn.Server(uvicorn.Config(
             app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_config=None,

@@ -41,3 +41,6 @@ CONNECTOR_PAUSED = Gauge(
 WORKER_RESTARTS = Counter(
     "syncd_worker_restarts_total", "Worker threads restarted after a crash.",
     ["worker"], registry=REGISTRY)
+RESPONSE_RELOADS = Counter(
+    "syncd_response_reloads_total", "Response file reloads, by outcome (applied/rejected).",
+    ["outcome"], registry=REGISTRY)

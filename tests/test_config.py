@@ -13,8 +13,10 @@ import pytest
 from hypothesis import given, strategies as st
 
 from syncd.config import (
-    Config, ConfigError, format_duration, interpolate, load_config, parse_duration,
+    Config, ConfigError, format_duration, interpolate, load_config, parse_duration, redact_url,
+    retry_budget,
 )
+from syncd.connectors.http import RetryPolicy
 from syncd.mapping import default_mapping_path
 
 # The example of DESIGN.md's external contract, verbatim.
@@ -107,7 +109,8 @@ def test_design_example_loads_with_its_environment(config_dir):
     assert jira.token.get_secret_value() == "jira-token-3b2a1f"
     assert (jira.project, jira.issue_type, jira.jql) == ("OPS", "Incident", "project = OPS")
     assert (jira.create_incidents, jira.create_tickets, jira.deployment) == (False, True, "auto")
-    assert [token.get_secret_value() for token in config.http.api_tokens] == ["api-token-1f2e3d"]
+    assert [(token.name, token.token.get_secret_value()) for token in config.http.api_tokens] == \
+        [("api", "api-token-1f2e3d")]
     assert config.http.listen == "127.0.0.1:8080"
     assert config.store.url.get_secret_value() == f"sqlite:///{config_dir / 'syncd.db'}"
     assert config.store.auto_upgrade is True
@@ -142,7 +145,7 @@ def test_redacted_view_shows_settings_but_no_secret(config_dir):
     printed = json.dumps(redacted)
 
     assert not [secret for secret in SECRET_VALUES if secret in printed]
-    assert redacted["http"]["api_tokens"] == ["***"]
+    assert redacted["http"]["api_tokens"] == [{"name": "api", "token": "***"}]
     assert redacted["connectors"]["servicenow"]["password"] == "***"
     assert redacted["connectors"]["jira"]["token"] == "***"
     assert redacted["connectors"]["jira"]["webhook_secret"] == "***"
@@ -170,7 +173,7 @@ def test_repr_and_str_never_show_a_secret(config_dir):
 def test_an_invalid_secret_is_refused_without_echoing_it(config_dir):
     path = write(config_dir, """\
         store: {url: "mysql://syncd:db-secret-77@db/syncd"}
-        http: {api_tokens: [{token: api-secret-66}]}
+        http: {api_tokens: [{name: bot, token: [api-secret-66]}]}
         connectors:
           sn:
             type: servicenow
@@ -187,7 +190,7 @@ def test_an_invalid_secret_is_refused_without_echoing_it(config_dir):
     assert message.splitlines() == [
         f"{path}:1: store.url: expected a URL like sqlite:///syncd.db or "
         "postgresql+psycopg://user@host/db: syncd stores in SQLite or PostgreSQL, not mysql",
-        f"{path}:2: http.api_tokens[0]: expected text",
+        f"{path}:2: http.api_tokens[0].token: expected text",
         f"{path}:8: connectors.sn.password: expected text",
         f"{path}:9: connectors.sn.webhook_secret: expected text",
     ]
@@ -340,15 +343,21 @@ def test_connectors_need_a_known_type_and_a_usable_name(config_dir):
     ]
 
 
+@pytest.mark.parametrize("text", ["store: {}\n", "connectors: {}\n", "connectors:\n"])
+def test_a_deployment_without_connectors_is_valid(config_dir, text):
+    """Alerts-only and paging-only deployments have no ticket system."""
+    config = load_config(write(config_dir, text), environ=ENV)
+    assert config.connectors == {}
+
+
 @pytest.mark.parametrize("text, problem", [
-    ("store: {}\n", ":1: connectors: required, but missing"),
-    ("connectors: {}\n", ":1: connectors: at least one connector is required"),
-    ("connectors:\n", ":1: connectors: required, but empty"),
     ("connectors: [jira]\n", ":1: connectors: expected a mapping (key: value lines), got a list"),
-    ("- connectors\n", ":1: the file must be a mapping of sections (store, http, connectors, ...)"),
-    ("# nothing yet\n", ": the file is empty; it needs at least a `connectors:` section"),
+    ("- connectors\n", ":1: the file must be a mapping of sections (store, http, response, "
+                       "connectors, ...)"),
+    ("# nothing yet\n", ": the file is empty; write at least one section (store, http, response, "
+                        "connectors)"),
 ])
-def test_a_file_without_connectors_is_refused(config_dir, text, problem):
+def test_a_file_that_is_not_a_config_is_refused(config_dir, text, problem):
     path = write(config_dir, text)
     assert problems_of(path) == [f"{path}{problem}"]
 
@@ -492,3 +501,209 @@ def test_an_empty_section_takes_its_defaults(config_dir):
                          environ=ENV)
     assert (config.store.auto_upgrade, config.http.listen, config.sync.outbox_workers,
             config.logging.format) == (True, "127.0.0.1:8080", 4, "auto")
+
+
+# -- http: named tokens, public_url, link_secret -----------------------------------------------
+
+def test_api_tokens_are_named_and_a_plain_string_is_named_api(config_dir):
+    path = write(config_dir, """\
+        http:
+          api_tokens:
+            - "${SYNCD_API_TOKEN}"
+            - {name: ops-bot, token: "${BOT_TOKEN}"}
+        """)
+    config = load_config(path, environ={**ENV, "BOT_TOKEN": "bot-token-8c7b"})
+
+    assert [(t.name, t.token.get_secret_value()) for t in config.http.api_tokens] == [
+        ("api", "api-token-1f2e3d"), ("ops-bot", "bot-token-8c7b")]
+    assert "bot-token-8c7b" not in repr(config) + json.dumps(config.redacted())
+
+
+def test_two_tokens_with_one_name_are_refused_naming_the_second(config_dir):
+    path = write(config_dir, """\
+        http:
+          api_tokens:
+            - "${SYNCD_API_TOKEN}"
+            - {name: ops-bot, token: b-secret-1}
+            - {name: api, token: c-secret-2}
+        """)
+    problems = problems_of(path)
+
+    assert problems == [
+        f"{path}:5: http.api_tokens[2].name: the name 'api' is already used by "
+        "http.api_tokens[0] (a plain string is named 'api'): give each token its own name with "
+        "{name, token}"]
+    assert not [p for p in problems if "secret-1" in p or "secret-2" in p]
+
+
+def test_a_token_needs_a_usable_name_and_a_value(config_dir):
+    path = write(config_dir, 'http:\n  api_tokens:\n    - {name: "ops bot", token: ""}\n'
+                             '    - {token: d-secret-3}\n')
+
+    assert problems_of(path) == [
+        f"{path}:3: http.api_tokens[0].name: a token's name may use letters, digits, '.', '_', "
+        "'@' and '-' (it names the actor on the timeline), got \"ops bot\"",
+        f"{path}:3: http.api_tokens[0].token: must not be empty",
+        f"{path}:4: http.api_tokens[1].name: required, but missing",
+    ]
+
+
+def test_public_url_defaults_to_the_listen_address_and_loses_a_trailing_slash(config_dir):
+    assert load_config(write(config_dir, 'http: {listen: "0.0.0.0:9000"}\n'),
+                       environ=ENV).http.public_url == "http://0.0.0.0:9000"
+    config = load_config(write(config_dir, 'http: {public_url: "https://syncd.example.com/"}\n'),
+                         environ=ENV)
+    assert config.http.public_url == "https://syncd.example.com"
+
+    path = write(config_dir, 'http: {public_url: "syncd.example.com"}\n')
+    assert problems_of(path) == [
+        f'{path}:1: http.public_url: expected a URL like https://acme.example.com, '
+        'got "syncd.example.com"']
+
+
+def test_a_short_link_secret_is_refused_without_echoing_it(config_dir):
+    path = write(config_dir, 'http:\n  link_secret: "${SYNCD_LINK_SECRET}"\n')
+
+    assert problems_of(path, {"SYNCD_LINK_SECRET": "short-7"}) == [
+        f"{path}:2: http.link_secret: must be at least 16 characters (it signs acknowledge "
+        "links); generate one with: openssl rand -hex 32 (from ${SYNCD_LINK_SECRET})"]
+    config = load_config(path, environ={"SYNCD_LINK_SECRET": "a" * 32})
+    assert config.http.link_secret.get_secret_value() == "a" * 32
+    assert config.redacted()["http"]["link_secret"] == "***"
+
+
+def test_a_link_secret_written_in_the_file_gets_a_warning(config_dir):
+    path = write(config_dir, "http:\n  link_secret: 0123456789abcdef0123\n")
+    assert f"{path}:2: http.link_secret: a secret written in the file; take it from the " \
+           "environment with ${VAR}" in load_config(path, environ={}).warnings
+
+
+# -- the claim lease and the connectors' retry budget ------------------------------------------
+
+def test_retry_budget_is_the_deadline_plus_one_last_timeout():
+    policy = RetryPolicy(max_attempts=5, max_total_seconds=60, backoff_initial=0.5, backoff_max=30)
+    assert retry_budget(timedelta(seconds=30), policy) == timedelta(seconds=90)
+    few = RetryPolicy(max_attempts=2, max_total_seconds=600, backoff_initial=1, backoff_max=5)
+    assert retry_budget(timedelta(seconds=10), few) == timedelta(seconds=26)   # 2x10 + 6
+
+
+def test_a_claim_lease_shorter_than_a_connectors_retry_budget_is_refused(config_dir):
+    path = write(config_dir, MINIMAL_JIRA + "    timeout: 30s\nsync:\n  claim_lease: 30s\n")
+
+    assert problems_of(path) == [
+        f"{path}:10: sync.claim_lease: 30s is shorter than connectors.jira's retry budget "
+        "(timeout 30s per attempt, retried for up to 1m: 1m30s): raise sync.claim_lease or lower "
+        "connectors.jira.timeout"]
+
+
+def test_a_long_timeout_under_the_default_lease_is_refused_at_the_timeout(config_dir):
+    path = write(config_dir, MINIMAL_JIRA + "    timeout: 2m\n")
+
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}:8: sync.claim_lease: 2m is shorter than connectors.jira's "
+                              "retry budget")
+    assert problem.endswith("raise sync.claim_lease or lower connectors.jira.timeout")
+    write(config_dir, MINIMAL_JIRA + "    timeout: 2m\nsync: {claim_lease: 5m}\n")
+    assert load_config(path, environ=ENV).sync.claim_lease == timedelta(minutes=5)
+
+
+# -- response files ----------------------------------------------------------------------------
+
+RESPONSE_ENV = {**ENV, "TWILIO_SID": "AC0123456789abcdef0123456789abcdef",
+                "TWILIO_TOKEN": "twilio-token-42aa", "PAYMENTS_ROUTING_KEY": "rk-0123456789",
+                "SYNCD_LINK_SECRET": "link-secret-0123456789"}
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_the_example_configuration_validates_with_its_response_files():
+    config = load_config(EXAMPLES / "syncd.yaml", environ=RESPONSE_ENV)
+
+    assert config.warnings == []
+    assert [t.name for t in config.http.api_tokens] == ["ops-bot"]
+    assert config.http.public_url == "https://syncd.example.com"
+    responses = config.responses
+    assert list(responses.users) == ["alice", "bob", "carol", "dave", "erin"]
+    assert responses.services["payments-api"].escalation_policy == "payments"
+    assert responses.files == (str(EXAMPLES / "oncall.yaml"),)
+    printed = json.dumps(responses.redacted()) + repr(responses)
+    assert not [s for s in ("twilio-token-42aa", "rk-0123456789", "0123456789abcdef0123")
+                if s in printed]
+
+
+def test_response_globs_are_relative_to_the_config_and_one_matching_nothing_warns(config_dir):
+    (config_dir / "oncall").mkdir()
+    shutil.copy(EXAMPLES / "oncall.yaml", config_dir / "oncall" / "team.yaml")
+    path = write(config_dir, 'response:\n  files: ["oncall/*.yaml", "missing/*.yaml"]\n')
+
+    config = load_config(path, environ=RESPONSE_ENV)
+    assert config.response.files == [str(config_dir / "oncall/*.yaml"),
+                                     str(config_dir / "missing/*.yaml")]
+    assert "erin" in config.responses.users
+    assert f"{path}:2: response.files[1]: {str(config_dir / 'missing/*.yaml')!r} matches no " \
+           "file" in config.warnings
+
+
+def test_a_broken_response_file_refuses_the_config_with_its_file_and_line(config_dir):
+    broken = config_dir / "oncall.yaml"
+    broken.write_text("users:\n  - id: alice\n    name: Alice\n    email: nope\n")
+    path = write(config_dir, 'response: {files: ["oncall.yaml"]}\n')
+
+    assert problems_of(path) == [f'{broken}:4: users[0].email: expected an email address like '
+                                 'alice@example.com, got "nope"']
+
+
+# -- secrets inside URLs -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://syncd:pa55word@example.com/x", "https://syncd:***@example.com/x"),
+    ("https://example.com/hook?token=abc123&channel=ops", "https://example.com/hook?token=***&channel=ops"),
+    ("https://example.com/?api_key=k&Password=p&sig=s", "https://example.com/?api_key=***&Password=***&sig=***"),
+    ("twilio://AC0123456789abcdef0123:tok@15550001111/15550002222", "twilio://***:***@15550001111/15550002222"),
+    ("slack://T1234ABCD/B1234ABCD/XoXoXoXo1234abcd5678efgh/#ops", "slack://T1234ABCD/B1234ABCD/***/#ops"),
+    ("tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/-100123", "tgram://***/-100123"),
+    ("mailto://mail.example.com?from=oncall@example.com&to=alice@example.com",
+     "mailto://mail.example.com?from=oncall@example.com&to=alice@example.com"),
+    ("mailto://user:app-password@gmail.com", "mailto://user:***@gmail.com"),
+    ("https://acme.service-now.com", "https://acme.service-now.com"),
+    ("not a url", "not a url"),
+])
+def test_redact_url_hides_passwords_tokens_and_secret_parameters(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_a_url_with_credentials_is_redacted_in_the_shown_config_and_in_errors(config_dir):
+    path = write(config_dir, MINIMAL_JIRA.replace("https://acme.atlassian.net",
+                                                  "https://bot:pw-in-url-99@acme.atlassian.net"))
+    config = load_config(path, environ=ENV)
+    assert config.redacted()["connectors"]["jira"]["url"] == "https://bot:***@acme.atlassian.net"
+    assert "pw-in-url-99" not in repr(config) + str(config.connectors["jira"])
+
+    path = write(config_dir, 'http: {public_url: "ftp://u:pw-in-url-98@host"}\n')
+    [problem] = problems_of(path)
+    assert "pw-in-url-98" not in problem and "ftp://u:***@host" in problem
+
+
+# -- syncd config check ------------------------------------------------------------------------
+
+def test_config_check_validates_mappings_and_response_files_and_prints_them_redacted(config_dir):
+    from tests.support import syncd
+
+    shutil.copy(EXAMPLES / "oncall.yaml", config_dir / "oncall.yaml")
+    path = write(config_dir, 'response: {files: ["oncall.yaml"]}\n'
+                 + MINIMAL_JIRA + "    mapping: mappings/jira.yaml\n")
+    result = syncd("config", "check", str(path), env=RESPONSE_ENV)
+
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["connectors"]["jira"]["token"] == "***"
+    alice = printed["definitions"]["users"][0]
+    assert alice["contacts"]["phone"] == "twilio://***:***@15550001111/15550002222"
+    assert printed["definitions"]["services"][0]["routing_key"] == "***"
+    assert not [s for s in ("twilio-token-42aa", "rk-0123456789", "jira-token-3b2a1f")
+                if s in result.stdout + result.stderr]
+    assert "1 mapping file(s) and 1 response file(s) valid" in result.stderr
+
+    (config_dir / "mappings" / "jira.yaml").write_text("system: jira\nfields: []\npolicy: often\n")
+    result = syncd("config", "check", str(path), env=RESPONSE_ENV)
+    assert result.returncode == 2
+    assert f"{config_dir}/mappings/jira.yaml:3:9: conflict policy 'often'" in result.stderr

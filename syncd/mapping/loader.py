@@ -1,14 +1,13 @@
 """Reading and validating mapping files (YAML) into :class:`~syncd.mapping.model.Mapping`.
 
-The file is composed into PyYAML nodes, not loaded into plain dicts, so every problem can point at
-its line and column, and duplicate keys (which PyYAML would silently overwrite) are caught.
+The file is read by :mod:`syncd.yamlsource` as nodes, not plain dicts, so every problem can point
+at its line and column, and duplicate keys (which PyYAML would silently overwrite) are caught.
 Validation collects every problem before giving up, so an admin fixes a file in one pass.
 The file format is documented key by key in docs/mappings.md.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from pathlib import Path
 from types import MappingProxyType
@@ -21,6 +20,7 @@ from syncd.mapping.model import (
     FieldMapping, Mapping, MappingError, Problem, ResolveWrite, canonical_field, value_key,
 )
 from syncd.mapping.templates import Template, TemplateSyntaxError
+from syncd.yamlsource import YamlSyntaxError, compose, did_you_mean, mapping_items, scalar
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 
@@ -77,11 +77,6 @@ def validate_files(paths: Iterable[str | Path]) -> list[Problem]:
     return problems
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else ""
-
-
 def _one_of(choices: Iterable[str]) -> str:
     return "one of " + ", ".join(choices)
 
@@ -93,7 +88,6 @@ class _Reader:
         self.source = source
         self.problems: list[Problem] = []
         self.system: str | None = None
-        self._constructor = yaml.SafeLoader("")
 
     # -- primitives ------------------------------------------------------------------------------
     def problem(self, node: yaml.Node | None, message: str, hint: str = "") -> None:
@@ -102,7 +96,7 @@ class _Reader:
         self.problems.append(Problem(self.source, line, column, message, hint))
 
     def value(self, node: yaml.Node) -> Any:
-        return self._constructor.construct_object(node, deep=True)
+        return scalar(node)
 
     def pairs(self, node: yaml.Node, where: str, allowed: tuple[str, ...] | None = None
               ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
@@ -111,18 +105,17 @@ class _Reader:
             self.problem(node, f"{where} must be a mapping (key: value lines)")
             return None
         entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
+        for item in mapping_items(node):
+            key, key_node, value_node = item.key, item.key_node, item.value_node
+            if key is None:
                 self.problem(key_node, f"{where} has a key that is not plain text")
                 continue
-            key = key_node.value
-            if key in entries:
-                first = entries[key][0].start_mark.line + 1
+            if item.first_line is not None:
                 self.problem(key_node, f"duplicate key {key!r} in {where}",
-                             f"it is already set on line {first}; keep one")
+                             f"it is already set on line {item.first_line}; keep one")
                 continue
             if allowed is not None and key not in allowed:
-                hint = _did_you_mean(key, allowed) or f"known keys: {', '.join(allowed)}"
+                hint = did_you_mean(key, allowed) or f"known keys: {', '.join(allowed)}"
                 self.problem(key_node, f"unknown key {key!r} in {where}", hint)
                 continue
             entries[key] = (key_node, value_node)
@@ -138,7 +131,7 @@ class _Reader:
     def choice(self, node: yaml.Node, what: str, choices: tuple[str, ...]) -> str | None:
         value = self.text(node, what)
         if value is not None and value not in choices:
-            self.problem(node, f"{what} {value!r} is not {_one_of(choices)}", _did_you_mean(value, choices))
+            self.problem(node, f"{what} {value!r} is not {_one_of(choices)}", did_you_mean(value, choices))
             return None
         return value
 
@@ -156,22 +149,19 @@ class _Reader:
         for name in template.placeholders:
             if name not in known and not (name.startswith(CUSTOM_PREFIX) and canonical_field(name)):
                 self.problem(node, f"{what} names an unknown placeholder {{{name}}}",
-                             _did_you_mean(name, sorted(known)) or
+                             did_you_mean(name, sorted(known)) or
                              f"use {', '.join(CONTEXT_NAMES)} or a canonical field name")
         return template
 
     # -- the file --------------------------------------------------------------------------------
     def read(self, raw: bytes) -> Mapping | None:
         try:
-            root = yaml.compose(raw, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            self.problems.append(Problem(self.source, line, column, f"YAML syntax: {exc.problem}",
+            root = compose(raw, source=self.source)
+        except YamlSyntaxError as exc:
+            where = exc.problem
+            self.problems.append(Problem(self.source, where.line or 1, where.column or 1,
+                                         where.message,
                                          "check indentation, colons and quotes around this point"))
-            return None
-        except yaml.YAMLError as exc:
-            self.problems.append(Problem(self.source, 1, 1, f"YAML syntax: {exc}"))
             return None
         if root is None:
             self.problems.append(Problem(self.source, 1, 1, "the mapping file is empty",
@@ -235,7 +225,7 @@ class _Reader:
         spec = canonical_field(canonical) if canonical else None
         if canonical and spec is None:
             self.problem(canonical_node, f"unknown canonical field {canonical!r}",
-                         _did_you_mean(canonical, CANONICAL_FIELDS) or
+                         did_you_mean(canonical, CANONICAL_FIELDS) or
                          f"use {', '.join(CANONICAL_FIELDS)} or custom.<name>")
         remote = self.text(entries["remote"][1], "remote")
         direction, policy = "both", default_policy
@@ -342,7 +332,7 @@ class _Reader:
     def canonical_value(self, node: yaml.Node, spec, what: str) -> Any:
         value = self.value(node)
         if spec.choices is not None and value not in spec.choices and not (value is None and spec.nullable):
-            hint = _did_you_mean(str(value), spec.choices) or _one_of(spec.choices)
+            hint = did_you_mean(str(value), spec.choices) or _one_of(spec.choices)
             self.problem(node, f"{what}: {value!r} is not a valid {spec.name}", hint)
         return value
 
@@ -409,7 +399,7 @@ class _Reader:
                     source = self.text(parts["from"][1], f"on_resolve {remote} from")
                     if source and canonical_field(source) is None:
                         self.problem(parts["from"][1], f"on_resolve {remote} reads unknown canonical field {source!r}",
-                                     _did_you_mean(source, CANONICAL_FIELDS))
+                                     did_you_mean(source, CANONICAL_FIELDS))
                 default = self.template(parts["default"][1], f"on_resolve {remote} default") \
                     if "default" in parts else None
                 if not parts:
@@ -465,7 +455,7 @@ class _Reader:
     def check_channel(self, node: yaml.Node, channel: str, channels: tuple[str, ...] | None) -> None:
         if channels is not None and channel not in channels:
             self.problem(node, f"unknown comment channel {channel!r} for {self.system}",
-                         _did_you_mean(channel, channels) or _one_of(channels))
+                         did_you_mean(channel, channels) or _one_of(channels))
 
     def visibility(self, node: yaml.Node) -> str | None:
         if self.value(node) is None:

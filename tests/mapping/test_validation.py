@@ -28,7 +28,8 @@ CASES = {
         fields:
           - canonical: title
            remote: short_description
-        """, "4:4: YAML syntax: expected <block end>, but found '<block mapping start>' "
+        """, "4:4: YAML syntax error: while parsing a block collection; expected <block end>, "
+             "but found '<block mapping start>' "
              "(hint: check indentation, colons and quotes around this point)"),
     "unknown_canonical_field": ("""
         system: servicenow
@@ -291,3 +292,16 @@ def test_the_mappings_folder_links_to_the_shipped_defaults(system):
     from pathlib import Path
     linked = Path(__file__).parents[2] / "mappings" / f"{system}.yaml"
     assert linked.resolve() == default_mapping_path(system).resolve()
+
+
+def test_merge_keys_share_settings_between_rules_as_in_the_config_file(tmp_path):
+    """Mapping files are read by the same YAML reader as the config, so `<<: *anchor` works."""
+    path = write(tmp_path, """
+        system: jira
+        fields:
+          - &inbound {canonical: title, remote: summary, direction: in, policy: remote_wins}
+          - {<<: *inbound, canonical: description, remote: description}
+        """)
+    mapping = load_mapping(path)
+    assert [(rule.canonical, rule.direction, rule.policy) for rule in mapping.fields] == [
+        ("title", "in", "remote_wins"), ("description", "in", "remote_wins")]

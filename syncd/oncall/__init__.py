@@ -1,0 +1,1 @@
+"""On call: users, schedules, escalation policies and services, and the escalation module."""

@@ -1,0 +1,1 @@
+"""Response Plays, Custom Incident Actions, status updates and subscribers."""
