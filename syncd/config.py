@@ -10,10 +10,13 @@ Reads files only: no network, no database. The keys are documented in docs/confi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import ipaddress
 import json
 import os
 import re
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Mapping, Union
@@ -299,6 +302,9 @@ class _ConnectorSettings(_Section):
     webhook_secret: Secret | None = None
     verify_tls: bool = True
     timeout: PositiveDuration = timedelta(seconds=30)
+    # How long one remote call keeps retrying transient errors (429, 5xx, timeouts) before the
+    # delivery backs off as a whole: RetryPolicy.max_total_seconds.
+    retry_for: PositiveDuration = timedelta(seconds=DAEMON_RETRY_POLICY.max_total_seconds)
 
 
 class ServiceNowSettings(_ConnectorSettings):
@@ -600,6 +606,11 @@ def load_config(path: str | os.PathLike, *, environ: Mapping[str, str] | None = 
     return config
 
 
+def connector_retry_policy(retry_for: timedelta) -> RetryPolicy:
+    """The daemon's retry policy for a connector that retries each call for ``retry_for``."""
+    return replace(DAEMON_RETRY_POLICY, max_total_seconds=retry_for.total_seconds())
+
+
 def retry_budget(timeout: timedelta, policy: RetryPolicy = DAEMON_RETRY_POLICY) -> timedelta:
     """The longest one remote call may take under ``policy`` with per-request ``timeout``.
 
@@ -618,7 +629,7 @@ def _lease_problems(config: Config, document: YamlDocument) -> list[ConfigProble
     problems = []
     lease = config.sync.claim_lease
     for name, connector in config.connectors.items():
-        budget = retry_budget(connector.timeout)
+        budget = retry_budget(connector.timeout, connector_retry_policy(connector.retry_for))
         if lease < budget:
             path: KeyPath = ("sync", "claim_lease")
             line = document.line(path) if path in document.places else \
@@ -626,9 +637,9 @@ def _lease_problems(config: Config, document: YamlDocument) -> list[ConfigProble
             problems.append(document.problem_at(path, (
                 f"{format_duration(lease)} is shorter than connectors.{name}'s retry budget "
                 f"(timeout {format_duration(connector.timeout)} per attempt, retried for up to "
-                f"{format_duration(timedelta(seconds=DAEMON_RETRY_POLICY.max_total_seconds))}: "
-                f"{format_duration(budget)}): raise sync.claim_lease or lower "
-                f"connectors.{name}.timeout"), line=line))
+                f"{format_duration(connector.retry_for)}: {format_duration(budget)}): raise "
+                f"sync.claim_lease or lower connectors.{name}.timeout or "
+                f"connectors.{name}.retry_for"), line=line))
     return problems
 
 

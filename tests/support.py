@@ -48,9 +48,11 @@ def syncd(*args: str, env: dict | None = None, timeout: float = 120) -> subproce
 
 def write_config(folder: Path, store_url: str, *, sn_url: str = "http://127.0.0.1:9",
                  jira_url: str | None = None, port: int | None = None, extra: str = "",
-                 filename: str = "syncd.yaml") -> Path:
+                 filename: str = "syncd.yaml", connector_extra: str = "") -> Path:
     """A config file with a ServiceNow connector (and a Jira one when ``jira_url`` is given),
-    secrets from ENV; ``extra`` adds top-level sections such as `sync:`."""
+    secrets from ENV; ``extra`` adds top-level sections such as `sync:`, ``connector_extra``
+    keys to every connector (indented under it)."""
+    more = f"\n    {connector_extra}" if connector_extra else ""
     jira = f"""
   jira:
     type: jira
@@ -60,7 +62,7 @@ def write_config(folder: Path, store_url: str, *, sn_url: str = "http://127.0.0.
     project: OPS
     poll_interval: 1s
     create_tickets: true
-    webhook_secret: "${{JIRA_SECRET}}"
+    webhook_secret: "${{JIRA_SECRET}}"{more}
 """ if jira_url else ""
     path = folder / filename
     path.write_text(f"""
@@ -75,6 +77,6 @@ connectors:
     password: "${{SN_PASSWORD}}"
     poll_interval: 1s
     create_incidents: true
-    webhook_secret: "${{SN_SECRET}}"
+    webhook_secret: "${{SN_SECRET}}"{more}
 {jira}""")
     return path

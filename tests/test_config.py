@@ -321,7 +321,7 @@ def test_an_unknown_key_suggests_the_near_one(config_dir):
         f"{path}:6: connectors.jira.projct: unknown key (did you mean 'project'?)",
         f"{path}:8: connectors.jira.colour: unknown key (known keys: type, url, poll_interval, "
         "mapping, create_incidents, create_tickets, webhook_secret, verify_tls, timeout, "
-        "username, token, project, issue_type, jql, deployment, page_size)",
+        "retry_for, username, token, project, issue_type, jql, deployment, page_size)",
         f"{path}:9: syncc: unknown key (did you mean 'sync'?)",
     ]
 
@@ -587,13 +587,18 @@ def test_retry_budget_is_the_deadline_plus_one_last_timeout():
     assert retry_budget(timedelta(seconds=10), few) == timedelta(seconds=26)   # 2x10 + 6
 
 
+def test_a_short_retry_for_allows_a_short_lease(config_dir):
+    path = write(config_dir, MINIMAL_JIRA + "    timeout: 2s\n    retry_for: 1s\nsync:\n  claim_lease: 4s\n")
+    assert load_config(path, environ=ENV).connectors["jira"].retry_for == timedelta(seconds=1)
+
+
 def test_a_claim_lease_shorter_than_a_connectors_retry_budget_is_refused(config_dir):
     path = write(config_dir, MINIMAL_JIRA + "    timeout: 30s\nsync:\n  claim_lease: 30s\n")
 
     assert problems_of(path) == [
         f"{path}:10: sync.claim_lease: 30s is shorter than connectors.jira's retry budget "
         "(timeout 30s per attempt, retried for up to 1m: 1m30s): raise sync.claim_lease or lower "
-        "connectors.jira.timeout"]
+        "connectors.jira.timeout or connectors.jira.retry_for"]
 
 
 def test_a_long_timeout_under_the_default_lease_is_refused_at_the_timeout(config_dir):
@@ -602,7 +607,8 @@ def test_a_long_timeout_under_the_default_lease_is_refused_at_the_timeout(config
     [problem] = problems_of(path)
     assert problem.startswith(f"{path}:8: sync.claim_lease: 2m is shorter than connectors.jira's "
                               "retry budget")
-    assert problem.endswith("raise sync.claim_lease or lower connectors.jira.timeout")
+    assert problem.endswith("raise sync.claim_lease or lower connectors.jira.timeout or "
+                            "connectors.jira.retry_for")
     write(config_dir, MINIMAL_JIRA + "    timeout: 2m\nsync: {claim_lease: 5m}\n")
     assert load_config(path, environ=ENV).sync.claim_lease == timedelta(minutes=5)
 

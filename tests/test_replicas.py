@@ -26,7 +26,8 @@ REPLICAS = 3
 def replica_config(folder, store_url: str, n: int, port: int, sn: str, jira: str):
     return write_config(folder, f"{store_url}&application_name=replica{n}", sn_url=sn,
                         jira_url=jira, port=port, filename=f"replica{n}.yaml",
-                        extra="sync: {claim_lease: 3s, outbox_workers: 2, "
+                        connector_extra="timeout: 2s\n    retry_for: 1s",
+                        extra="sync: {claim_lease: 4s, outbox_workers: 2, "
                               "reconcile_after_downtime: 1h}\nlogging: {level: WARNING}")
 
 

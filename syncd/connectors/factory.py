@@ -20,9 +20,11 @@ def seconds(value: Any) -> float:
 
 
 def build_connector(name: str, settings: Any, *, clock: Clock, overlap: timedelta,
-                    policy: RetryPolicy = RetryPolicy()) -> Connector:
+                    policy: RetryPolicy | None = None) -> Connector:
     """A connector client from its configuration section. Interactive commands pass a policy
-    that gives up quickly; the daemon keeps the patient default."""
+    that gives up quickly; the daemon retries each call for the connector's ``retry_for``."""
+    if policy is None:
+        policy = RetryPolicy(max_total_seconds=settings.retry_for.total_seconds())
     if settings.type == "servicenow":
         from syncd.connectors.servicenow import ServiceNowConnector
         return ServiceNowConnector(
