@@ -10,21 +10,28 @@ Reads files only: no network, no database. The keys are documented in docs/confi
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import ipaddress
 import json
 import os
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Mapping, Union
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, SecretStr,
-    StringConstraints, ValidationError, ValidationInfo, field_validator,
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import make_url
@@ -33,8 +40,15 @@ from sqlalchemy.exc import ArgumentError
 from syncd.connectors.http import RetryPolicy
 from syncd.mapping.loader import default_mapping_path
 from syncd.yamlsource import (
-    REDACTED, KeyPath, SourceProblem, YamlDocument, YamlSyntaxError, did_you_mean, interpolate,
-    read_yaml_file, redact_url,
+    REDACTED,
+    KeyPath,
+    SourceProblem,
+    YamlDocument,
+    YamlSyntaxError,
+    did_you_mean,
+    interpolate,
+    read_yaml_file,
+    redact_url,
 )
 
 if TYPE_CHECKING:
@@ -420,23 +434,27 @@ class Config(_Section):
     def redacted(self) -> dict[str, Any]:
         """Plain data for printing: secrets as "***", secrets inside URLs as "***", durations as
         "1h30m", paths as text."""
-        data = _plain(self)
+        data = printable(self)
         data["store"]["url"] = make_url(self.store.url.get_secret_value()).render_as_string(
             hide_password=True)
         return data
 
 
-def _plain(value: Any) -> Any:
+def printable(value: Any) -> Any:
+    """Plain data for showing a config or a response file: secrets as "***", secrets inside URLs
+    redacted, durations and times as people write them."""
     if isinstance(value, BaseModel):
-        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+        return {name: printable(getattr(value, name)) for name in type(value).model_fields}
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: printable(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_plain(item) for item in value]
+        return [printable(item) for item in value]
     if isinstance(value, SecretStr):
         return REDACTED
     if isinstance(value, timedelta):
         return format_duration(value)
+    if isinstance(value, (datetime, time)):
+        return value.isoformat(timespec="minutes")
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, str):
@@ -560,8 +578,11 @@ def _problem_of(error: dict, data: Any) -> tuple[KeyPath, str]:
 def load_config(path: str | os.PathLike, *, environ: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate and validate a config file and the response files it names; raise
     ConfigError listing every problem."""
-    from syncd.response_files import (   # a cycle at import time: they use our value types
-        ResponseFileError, expand_patterns, load_response_files)
+    from syncd.response_files import (  # a cycle at import time: they use our value types
+        ResponseFileError,
+        expand_patterns,
+        load_response_files,
+    )
 
     environ = os.environ if environ is None else environ
     try:

@@ -17,20 +17,24 @@ import os
 import threading
 import typing
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from syncd.config import describe_error, format_duration
+from syncd.config import describe_error, printable
 from syncd.metrics import RESPONSE_RELOADS
 from syncd.oncall.definitions import EscalationPolicy, Schedule, Service, User
 from syncd.response.definitions import Action, Play
 from syncd.yamlsource import (
-    REDACTED, KeyPath, SourceProblem, YamlDocument, YamlSyntaxError, did_you_mean, format_path,
-    read_yaml, redact_url,
+    KeyPath,
+    SourceProblem,
+    YamlDocument,
+    YamlSyntaxError,
+    did_you_mean,
+    format_path,
+    read_yaml,
 )
 
 log = logging.getLogger(__name__)
@@ -65,24 +69,8 @@ class ResponseSet:
 
     def redacted(self) -> dict[str, list[dict[str, Any]]]:
         """Plain data for printing: routing keys as "***", secrets in contact URLs redacted."""
-        return {kind: [_plain(item.model_dump(by_alias=True)) for item in getattr(self, kind).values()]
+        return {kind: [printable(item.model_dump(by_alias=True)) for item in getattr(self, kind).values()]
                 for kind in KINDS}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, SecretStr):
-        return REDACTED
-    if isinstance(value, timedelta):
-        return format_duration(value)
-    if isinstance(value, (datetime, time)):
-        return value.isoformat(timespec="minutes")
-    if isinstance(value, str):
-        return redact_url(value)
-    return value
 
 
 def expand_patterns(patterns: Iterable[str]) -> tuple[list[Path], set[str]]:
