@@ -499,6 +499,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 from syncd.simulators.jira import JiraSimulator  # noqa: E402
+from tests.connectors.simclock import date_header_on_simulator_clock  # noqa: E402
 
 
 class WebhookReceiver:
@@ -547,8 +548,9 @@ def deployment(request) -> str:
 
 @pytest.fixture
 def sim(deployment, receiver):
-    simulator = JiraSimulator(deployment=deployment, clock=ManualClock(),
-                              webhook_url=receiver.url, webhook_secret="s3cret").start()
+    simulator = date_header_on_simulator_clock(JiraSimulator(
+        deployment=deployment, clock=ManualClock(), webhook_url=receiver.url,
+        webhook_secret="s3cret").start())
     yield simulator
     simulator.stop()
 
