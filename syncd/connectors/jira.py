@@ -24,17 +24,20 @@ Conventions a Jira admin needs to know:
   display name, as listed by ``/rest/api/2/field``. ``status`` is written through a workflow
   transition; ``resolution`` travels with that transition when both are written together.
 
-HTTP requests per call, as measured against the simulator (the server info and field list are
-read once per process): create = POST + re-read (2), in both correlation modes; update of plain fields = one
+HTTP requests per call, as measured against the simulator (the server info, the field list and
+``/myself`` are read once per process): create = one POST, in both correlation modes, and not
+re-read (see ``create``); a create that names a status reads the issue once per process (and
+hour) to learn the status issues start in, and adds a POST transition (plus one ``GET
+transitions`` uncached) when the target is another status; update of plain fields = one
 PUT (1), one more GET when it writes ``labels``; status change = read + POST transition (2), plus
-one ``GET transitions`` the first time a (project, issue type, from-status) is met; create into a
-later status = 2 + transition + re-read (4, or 5 uncached). ``update`` returns None: the engine
+one ``GET transitions`` the first time a (project, issue type, from-status) is met. ``update`` returns None: the engine
 does not need the issue read back (see Connector.update). Issues read by polls, ``fetch`` and
 ``fetch_many`` carry their comments (the ``comment`` field), so the engine needs no
 ``list_comments`` call for them; ``fetch_many`` reads up to 50 issues with one search. A comment
-is one POST; when it is retried, the retry first reads ``/myself`` (once per process) and the
-issue's comments newest first (one GET per ``page_size`` comments posted since the first attempt),
-and posts again only when the earlier attempt's comment is not there.
+is one POST; when it is retried, the retry first reads the issue's comments newest first (one GET
+per ``page_size`` comments posted since the first attempt) and posts again only when none of
+them is ours (author ``myself``) with the same text. Comments carry ``own`` (authored by
+``myself``).
 """
 
 from __future__ import annotations
