@@ -18,6 +18,7 @@ import logging
 import re
 import threading
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
@@ -485,15 +486,23 @@ class ServiceNowConnector(Connector):
             raise ValueError(f"connector {self.name!r}: comment channel must be one of "
                              f"{', '.join(JOURNAL_CHANNELS)}, got {channel!r}")
         url = self._table_url(self.table, remote_id)
-        since = self.clock.now()
+        began = self._remote_since(self.clock.now())
 
         def ours() -> dict[str, Any] | None:
-            return self._own_entry(remote_id, body, since=since, exclude=(), channel=channel)
+            return self._own_entry(remote_id, body, from_remote=began, exclude=(), channel=channel)
 
         def append() -> dict[str, Any]:
-            self._result(self.session.patch(url, json={channel: body},
-                                            params={"sysparm_fields": "sys_id"}))
-            entry = ours()
+            answer = self.session.patch(url, json={channel: body},
+                                        params={"sysparm_fields": "sys_id"})
+            self._result(answer)
+            # Ours is the newest such entry: look back from the write's own Date as well, which
+            # holds even when syncd's clock and the remote's do not run together (test clocks).
+            written = _http_date(answer.headers.get("Date"))
+            since = began if written is None else min(
+                began, written - timedelta(seconds=self.policy.budget_seconds)
+                - OWN_COMMENT_TOLERANCE)
+            entry = self._own_entry(remote_id, body, from_remote=since, exclude=(),
+                                    channel=channel)
             if entry is None:
                 raise PermanentRemoteError(self.name, f"wrote a {channel} entry on {remote_id} but "
                                                       f"cannot find it in {JOURNAL_TABLE}")
@@ -508,19 +517,24 @@ class ServiceNowConnector(Connector):
             raise ValueError(f"connector {self.name!r}: comment channel must be one of "
                              f"{', '.join(JOURNAL_CHANNELS)}, got {channel!r}")
         entry = self._call("find_own_comment", lambda: self._own_entry(
-            remote_id, body, since=since, exclude=exclude, channel=channel))
+            remote_id, body, from_remote=self._remote_since(since), exclude=exclude,
+            channel=channel))
         return self._comment(entry) if entry is not None else None
 
-    def _own_entry(self, remote_id: str, body: str, *, since: datetime, exclude: Collection[str],
-                   channel: str | None) -> dict[str, Any] | None:
-        """Our newest journal entry saying ``body`` since ``since`` (see find_own_comment), read
-        newest first; not retried. sys_created_on has whole seconds, hence the tolerance."""
-        from_remote = format_time(self.to_remote_time(since) - OWN_COMMENT_TOLERANCE)
+    def _remote_since(self, since: datetime) -> datetime:
+        """``since`` on the remote's clock, less the tolerance (sys_created_on has whole seconds)."""
+        return self.to_remote_time(since) - OWN_COMMENT_TOLERANCE
+
+    def _own_entry(self, remote_id: str, body: str, *, from_remote: datetime,
+                   exclude: Collection[str], channel: str | None) -> dict[str, Any] | None:
+        """Our newest journal entry saying ``body`` created at or after ``from_remote`` (the
+        remote's clock; see find_own_comment), read newest first; not retried."""
         channels = [channel] if channel else list(JOURNAL_CHANNELS)
         query = then_order(f"{self._equals('element_id', remote_id)}"
                            f"^{self._one_of('element', channels)}"
                            f"^{self._equals('sys_created_by', self.username)}"
-                           f"^sys_created_on>={from_remote}", "ORDERBYDESCsys_created_on")
+                           f"^sys_created_on>={format_time(from_remote)}",
+                           "ORDERBYDESCsys_created_on")
         entries = self._read_all(JOURNAL_TABLE, query, JOURNAL_FIELDS)
         return next((e for e in entries if e.get("sys_created_by") == self.username
                      and same_text(e.get("value") or "", body) and e["sys_id"] not in exclude),
@@ -566,6 +580,15 @@ class ServiceNowConnector(Connector):
 
     def close(self) -> None:
         self.session.close()
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP Date header as aware UTC, None when absent or unreadable."""
+    try:
+        when = parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when.replace(tzinfo=timezone.utc) if when and when.tzinfo is None else when
 
 
 def _reference_id(value: Any) -> str:
