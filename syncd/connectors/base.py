@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Collection, Mapping, Sequence
 
 
 def same_text(stored: str, written: str) -> bool:
@@ -84,8 +84,11 @@ class RemoteComment:
     channel: str                   # ServiceNow "work_notes" / "comments"; Jira "comment"
     body: str
     author: str | None
-    created_at: datetime
+    created_at: datetime           # the remote's clock (see Connector.to_local_time)
     restricted: bool = False       # Jira comment with a visibility restriction
+    # Authored by the connector's integration user (ServiceNow sys_created_by is the configured
+    # username; Jira's author is ``myself``): only such a comment can be one syncd wrote.
+    own: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,10 @@ class RemoteRecord:
     remote_id: str                 # ServiceNow sys_id, Jira issue id
     key: str                       # INC0010001, OPS-12
     url: str                       # where a person looks at it
-    version: str                   # sys_mod_count, Jira `updated`
-    updated_at: datetime           # aware UTC
+    # sys_mod_count, Jira `updated`; None when the answer that produced the record does not say
+    # (a Jira create: see JiraConnector.create)
+    version: str | None
+    updated_at: datetime           # aware UTC, the remote's clock (see Connector.to_local_time)
     fields: Mapping[str, Any]
     correlation_id: str | None = None
     # Every comment of the record, oldest first, when the read that produced the record carried
@@ -110,10 +115,29 @@ class SyncCursor:
     seen: frozenset[str] = field(default_factory=frozenset)
 
 
+# How far before ``since`` find_own_comment still looks: the remote's timestamps have a
+# resolution of one second (ServiceNow) and the measured clock offset is good to about a second.
+OWN_COMMENT_TOLERANCE = timedelta(seconds=5)
+
+
 class Connector(abc.ABC):
     """One configured ticket system. Implementations must be safe to call from several threads."""
 
     name: str
+
+    @property
+    def clock_offset(self) -> timedelta:
+        """The remote's clock minus syncd's, measured from the remote's HTTP Date headers against
+        the connector's clock; 0 until the first answer."""
+        return timedelta(0)
+
+    def to_local_time(self, remote: datetime) -> datetime:
+        """A remote timestamp (a record's update time, a comment's creation) on syncd's clock."""
+        return remote - self.clock_offset
+
+    def to_remote_time(self, local: datetime) -> datetime:
+        """A time on syncd's clock as the remote's clock shows it (for queries by remote time)."""
+        return local + self.clock_offset
 
     @abc.abstractmethod
     def check_auth(self) -> None:
@@ -165,6 +189,16 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def list_comments(self, remote_id: str) -> list[RemoteComment]:
         """All comments and journal entries of a record, oldest first."""
+
+    @abc.abstractmethod
+    def find_own_comment(self, remote_id: str, body: str, *, since: datetime,
+                         exclude: Collection[str], channel: str | None = None
+                         ) -> RemoteComment | None:
+        """The newest comment on the record that the integration user wrote at or after ``since``
+        (syncd's clock; converted with clock_offset, less OWN_COMMENT_TOLERANCE), whose text is
+        ``body`` (same_text), on ``channel`` when given, and whose remote id is not in
+        ``exclude`` (comments already linked to other notes); None when there is none. A
+        person's comment with the same text is never returned: it is theirs, to import."""
 
     @abc.abstractmethod
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[str]:

@@ -24,17 +24,20 @@ Conventions a Jira admin needs to know:
   display name, as listed by ``/rest/api/2/field``. ``status`` is written through a workflow
   transition; ``resolution`` travels with that transition when both are written together.
 
-HTTP requests per call, as measured against the simulator (the server info and field list are
-read once per process): create = POST + re-read (2), in both correlation modes; update of plain fields = one
+HTTP requests per call, as measured against the simulator (the server info, the field list and
+``/myself`` are read once per process): create = one POST, in both correlation modes, and not
+re-read (see ``create``); a create that names a status reads the issue once per process (and
+hour) to learn the status issues start in, and adds a POST transition (plus one ``GET
+transitions`` uncached) when the target is another status; update of plain fields = one
 PUT (1), one more GET when it writes ``labels``; status change = read + POST transition (2), plus
-one ``GET transitions`` the first time a (project, issue type, from-status) is met; create into a
-later status = 2 + transition + re-read (4, or 5 uncached). ``update`` returns None: the engine
+one ``GET transitions`` the first time a (project, issue type, from-status) is met. ``update`` returns None: the engine
 does not need the issue read back (see Connector.update). Issues read by polls, ``fetch`` and
 ``fetch_many`` carry their comments (the ``comment`` field), so the engine needs no
 ``list_comments`` call for them; ``fetch_many`` reads up to 50 issues with one search. A comment
-is one POST; when it is retried, the retry first reads ``/myself`` (once per process) and the
-issue's comments newest first (one GET per ``page_size`` comments posted since the first attempt),
-and posts again only when the earlier attempt's comment is not there.
+is one POST; when it is retried, the retry first reads the issue's comments newest first (one GET
+per ``page_size`` comments posted since the first attempt) and posts again only when none of
+them is ours (author ``myself``) with the same text. Comments carry ``own`` (authored by
+``myself``).
 """
 
 from __future__ import annotations
@@ -45,17 +48,18 @@ import json
 import logging
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence, TypeVar
 
 import requests
 from jira import JIRA, JIRAError
 from jira.resilientsession import ResilientSession
 
 from syncd.clock import Clock, SystemClock
-from syncd.connectors.base import (Connector, PermanentRemoteError, Ref, RemoteComment,
-                                   RemoteRecord, SyncCursor, WebhookRejected, same_text)
+from syncd.connectors.base import (OWN_COMMENT_TOLERANCE, Connector, PermanentRemoteError, Ref,
+                                   RemoteComment, RemoteRecord, SyncCursor, WebhookRejected,
+                                   same_text)
 from syncd.connectors.http import (RetryPolicy, call_remote, instrumented_session,
                                    retry_finds_earlier)
 
@@ -77,6 +81,9 @@ FETCH_MANY_BATCH = 50
 DEPLOYMENTS = ("auto", "cloud", "server")
 CORRELATIONS = ("label", "property")
 UTC_ZONES = frozenset({"UTC", "Etc/UTC", "GMT", "Etc/GMT", "Universal", "Zulu", "Etc/Zulu"})
+# How long the status a new issue starts in (per project and issue type) is trusted without a
+# read: workflows change rarely, and a create whose target is that status then needs no read.
+INITIAL_STATUS_CACHE_SECONDS = 3600.0
 
 _PROJECT_KEY = re.compile(r"[A-Z][A-Z0-9_]*\Z")
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
@@ -116,6 +123,14 @@ def flatten_value(value: Any) -> Any:
         if key in value:
             return value[key]
     return value
+
+
+def _author_id(author: Any) -> str | None:
+    """A comment author as ``myself`` names the integration user: accountId, else name."""
+    if not isinstance(author, Mapping):
+        return None
+    found = author.get("accountId") or author.get("name")
+    return str(found) if found else None
 
 
 def _oldest_first(comments: Iterable[RemoteComment]) -> list[RemoteComment]:
@@ -227,7 +242,7 @@ class JiraConnector(Connector):
                             basic_auth=(username, token) if username else None,
                             token_auth=None if username else token,
                             get_server_info=False, max_retries=0, timeout=timeout)
-        self._http = instrumented_session(name, timeout=timeout, verify=verify_tls)
+        self._http = instrumented_session(name, timeout=timeout, verify=verify_tls, clock=clock)
         self._adopt_session(timeout)
 
         self._setup_lock = threading.Lock()
@@ -239,6 +254,12 @@ class JiraConnector(Connector):
         self._transitions: dict[tuple[str, str, str], list[_Transition]] = {}
         self._users: dict[Ref, dict[str, str]] = {}
         self._me: str | None = None             # the integration user, see _own_author
+        # (project, issue type) -> (read at, on the clock's monotonic time; the status it starts in)
+        self._initial_status: dict[tuple[str, str], tuple[float, str]] = {}
+
+    @property
+    def clock_offset(self) -> timedelta:
+        return self._http.remote_clock.offset
 
     def _adopt_session(self, timeout: float) -> None:
         """Give the library a session that keeps its error handling but sends through ours.
@@ -334,6 +355,16 @@ class JiraConnector(Connector):
             updated_at = parse_jira_time(version)
         except ValueError as exc:
             raise PermanentRemoteError(self.name, f"issue {key}: field 'updated': {exc}") from None
+        flat, correlation_id = self._plain_fields(fields, raw)
+        return RemoteRecord(remote_id=str(raw["id"]), key=str(raw.get("key")),
+                            url=f"{self.server_url}/browse/{raw.get('key')}", version=version,
+                            updated_at=updated_at, fields=flat, correlation_id=correlation_id,
+                            comments=comments)
+
+    def _plain_fields(self, fields: Mapping[str, Any], raw: Mapping[str, Any]
+                      ) -> tuple[dict[str, Any], str | None]:
+        """Raw issue fields in the plain shape, and the correlation id they (or ``raw``'s
+        property) carry, hidden from ``labels``."""
         catalogue = self._field_catalogue()
         flat: dict[str, Any] = {}
         for field_id, value in fields.items():
@@ -351,10 +382,7 @@ class JiraConnector(Connector):
                 flat["labels"] = [label for label in labels if label not in tags]
         else:
             correlation_id = _property_correlation(raw)
-        return RemoteRecord(remote_id=str(raw["id"]), key=str(raw.get("key")),
-                            url=f"{self.server_url}/browse/{raw.get('key')}", version=version,
-                            updated_at=updated_at, fields=flat, correlation_id=correlation_id,
-                            comments=comments)
+        return flat, correlation_id
 
     def _embedded_comments(self, page: Any) -> tuple[RemoteComment, ...] | None:
         """The comments an issue read carried, when it carried them all (Jira caps the embedded
@@ -364,7 +392,8 @@ class JiraConnector(Connector):
         listed = page["comments"]
         if int(page.get("total", len(listed))) > len(listed):
             return None
-        return tuple(_oldest_first(self._comment(raw) for raw in listed))
+        me = self._own_author() if listed else None
+        return tuple(_oldest_first(self._comment(raw, me) for raw in listed))
 
     def _search_page(self, jql: str, fields: list[str], position: str | int | None,
                      reconcile: Sequence[int] = ()) -> tuple[list[dict[str, Any]], str | int | None]:
@@ -614,7 +643,14 @@ class JiraConnector(Connector):
     def create(self, fields: Mapping[str, Any], *, correlation_id: str) -> RemoteRecord:
         """POST an issue carrying its correlation id (label, or entity property sent in the same
         request, so no issue is ever left untagged). A retried attempt first looks for the issue
-        an earlier attempt may have created before its answer was lost."""
+        an earlier attempt may have created before its answer was lost; a first attempt looks
+        up nothing.
+
+        The answer (id, key, self) is not followed by a read: the record returned holds in
+        ``fields`` only what was written (plus ``project``, ``issuetype`` and the status it was
+        moved to), ``version`` None and ``updated_at`` the local time on the remote's clock. A
+        target ``status`` is reached by a transition when the issue starts elsewhere; the status
+        issues start in is read once per (project, issue type) and trusted for an hour."""
         self._check_correlation_id(correlation_id)
         plain = dict(fields)
         target_status = plain.pop("status", None)
@@ -630,21 +666,45 @@ class JiraConnector(Connector):
                                    "value": {"correlationId": correlation_id}}]
         created_after = self.clock.now() - self.overlap
 
-        def create_once() -> str:
-            answer = self._client._session.post(self._url("issue"), data=json.dumps(body))
-            return str(answer.json()["id"])
+        def create_once() -> tuple[str, str]:
+            answer = self._client._session.post(self._url("issue"), data=json.dumps(body)).json()
+            return str(answer["id"]), str(answer.get("key") or answer["id"])
 
-        remote_id = self._call("create", retry_finds_earlier(
+        remote_id, key = self._call("create", retry_finds_earlier(
             create_once, lambda: self._created_by_earlier_attempt(correlation_id, created_after)))
-        record = self._fetch_existing(remote_id)
-        if target_status is not None and record.fields.get("status") != target_status:
+        flat, _ = self._plain_fields(payload, {})
+        record = RemoteRecord(remote_id=remote_id, key=key, url=f"{self.server_url}/browse/{key}",
+                              version=None, updated_at=self.to_remote_time(self.clock.now()),
+                              fields=flat, correlation_id=correlation_id)
+        if target_status is None:
+            return record
+        starts_in = self._starts_in()
+        if starts_in is None:
+            read = self._fetch_existing(remote_id)
+            starts_in = str(read.fields.get("status"))
+            with self._cache_lock:
+                self._initial_status[(self.project, self.issue_type)] = (
+                    self.clock.monotonic(), starts_in)
+        record = replace(record, fields={**record.fields, "status": starts_in})
+        if starts_in.casefold() != str(target_status).casefold():
             self._transition(remote_id, target_status, resolution, known=record)
-            record = self._fetch_existing(remote_id)
+            moved = {"status": target_status}
+            if resolution is not None:
+                moved["resolution"] = resolution
+            record = replace(record, fields={**record.fields, **moved})
         return record
 
+    def _starts_in(self) -> str | None:
+        """The status new issues of the configured project and type start in, if read lately."""
+        with self._cache_lock:
+            cached = self._initial_status.get((self.project, self.issue_type))
+        if cached is None or self.clock.monotonic() - cached[0] >= INITIAL_STATUS_CACHE_SECONDS:
+            return None
+        return cached[1]
+
     def _created_by_earlier_attempt(self, correlation_id: str, created_after: datetime
-                                    ) -> str | None:
-        """The id of the issue a lost-answer create made, if search shows it; not retried.
+                                    ) -> tuple[str, str] | None:
+        """The id and key of the issue a lost-answer create made, if search shows it; not retried.
 
         Label mode searches the label. Property mode cannot search the property unless an app
         indexes it (Jira searches indexed properties only), so it reads the project's issues
@@ -654,7 +714,8 @@ class JiraConnector(Connector):
         if self.correlation == "label":
             jql = self._correlation_jql(correlation_id)
         else:
-            since = created_after.astimezone(timezone.utc).strftime(JQL_TIME_FORMAT)
+            since = self.to_remote_time(created_after).astimezone(timezone.utc).strftime(
+                JQL_TIME_FORMAT)
             jql = (f"project = {jql_string(self.project)} AND created >= {jql_string(since)} "
                    "ORDER BY created ASC")
         fields = ["created"]
@@ -663,7 +724,7 @@ class JiraConnector(Connector):
             issues, position = self._search_page(jql, fields, position)
             for raw in issues:
                 if self.correlation == "label" or _property_correlation(raw) == correlation_id:
-                    return str(raw["id"])
+                    return str(raw["id"]), str(raw.get("key") or raw["id"])
             if position is None:
                 return None
 
@@ -762,7 +823,8 @@ class JiraConnector(Connector):
         raise PermanentRemoteError(self.name, f"comment channel {channel!r} is not one of 'comment', "
                                               "'comment:<role>', 'comment:group:<group>'")
 
-    def _comment(self, raw: Mapping[str, Any]) -> RemoteComment:
+    def _comment(self, raw: Mapping[str, Any], me: str | None) -> RemoteComment:
+        """A comment's JSON as a RemoteComment; ``me`` is the integration user (_own_author)."""
         visibility = raw.get("visibility") or None
         channel = COMMENT_CHANNEL
         if visibility:
@@ -773,55 +835,68 @@ class JiraConnector(Connector):
             created_at = parse_jira_time(raw.get("created", ""))
         except ValueError as exc:
             raise PermanentRemoteError(self.name, f"comment {raw.get('id')}: {exc}") from None
+        author_id = _author_id(author)
         return RemoteComment(remote_id=str(raw["id"]), channel=channel, body=raw.get("body") or "",
-                             author=author.get("accountId") or author.get("name")
-                             or author.get("displayName"),
-                             created_at=created_at, restricted=bool(visibility))
+                             author=author_id or author.get("displayName"),
+                             created_at=created_at, restricted=bool(visibility),
+                             own=me is not None and author_id == me)
 
     def add_comment(self, remote_id: str, body: str, *, channel: str = COMMENT_CHANNEL
                     ) -> RemoteComment:
         """POST a comment. A retried attempt first looks for the comment an earlier attempt may
-        have posted before its answer was lost (a timeout, a reset, a 500 after Jira stored it)."""
+        have posted before its answer was lost (a timeout, a reset, a 500 after Jira stored it):
+        ours, on the channel, saying ``body``, posted since this call began."""
         visibility = self._visibility(channel)
-        posted_after = self.clock.now() - self.overlap
+        since = self.clock.now()
 
         def post_once() -> RemoteComment:
-            return self._comment(self._client.add_comment(remote_id, body,
-                                                          visibility=visibility).raw)
+            raw = self._client.add_comment(remote_id, body, visibility=visibility).raw
+            return self._comment(raw, _author_id(raw.get("author")))   # ours: we just posted it
 
         return self._call("add_comment", retry_finds_earlier(
-            post_once, lambda: self._posted_by_earlier_attempt(remote_id, body, channel,
-                                                               posted_after)))
+            post_once, lambda: self._own_comment(remote_id, body, since=since, exclude=(),
+                                                 channel=channel)))
 
-    def _posted_by_earlier_attempt(self, remote_id: str, body: str, channel: str,
-                                   posted_after: datetime) -> RemoteComment | None:
-        """Our newest comment on the channel saying ``body`` and posted since the first attempt
-        (less ``overlap`` for clock skew, so an identical older note is not taken for it); reads
-        the comments newest first and stops at the first older one. Not retried."""
+    def find_own_comment(self, remote_id: str, body: str, *, since: datetime,
+                         exclude: Collection[str], channel: str | None = None
+                         ) -> RemoteComment | None:
+        if channel is not None:
+            self._visibility(channel)
+        return self._call("find_own_comment", lambda: self._own_comment(
+            remote_id, body, since=since, exclude=exclude, channel=channel))
+
+    def _own_comment(self, remote_id: str, body: str, *, since: datetime,
+                     exclude: Collection[str], channel: str | None) -> RemoteComment | None:
+        """See find_own_comment: reads the comments newest first, a page at a time, and stops at
+        the first one older than ``since`` (on the remote's clock, less the tolerance)."""
         me = self._own_author()
         if me is None:
             return None
+        oldest = self.to_remote_time(since) - OWN_COMMENT_TOLERANCE
         start = 0
         while True:
-            page = [self._comment(c.raw) for c in self._client.comments(
+            page = [self._comment(c.raw, me) for c in self._client.comments(
                 remote_id, start_at=start, max_results=self.page_size, order_by="-created")]
             for comment in page:
-                if comment.created_at < posted_after:
+                if comment.created_at < oldest:
                     return None
-                if (comment.author == me and comment.channel == channel
-                        and same_text(comment.body, body)):
+                if (comment.own and (channel is None or comment.channel == channel)
+                        and comment.remote_id not in exclude and same_text(comment.body, body)):
                     return comment
             if len(page) < self.page_size:
                 return None
             start += len(page)
 
     def _own_author(self) -> str | None:
-        """The integration user as comment authors name it (accountId or name), read once."""
+        """The integration user as comment authors name it (accountId or name), read once (or
+        taken from check_auth)."""
         with self._setup_lock:
             if self._me is None:
-                me = self._client.myself()
-                self._me = str(me.get("accountId") or me.get("name") or "")
+                self._remember_me(self._call("myself", self._client.myself))
             return self._me or None
+
+    def _remember_me(self, me: Any) -> None:
+        self._me = (_author_id(me) or "") if isinstance(me, Mapping) else ""
 
     def list_comments(self, remote_id: str) -> list[RemoteComment]:
         comments: list[RemoteComment] = []
@@ -829,7 +904,8 @@ class JiraConnector(Connector):
             start = len(comments)
             page = self._call("list_comments", lambda: [c.raw for c in self._client.comments(
                 remote_id, start_at=start, max_results=self.page_size)])
-            comments += [self._comment(raw) for raw in page]
+            me = self._own_author() if page else None
+            comments += [self._comment(raw, me) for raw in page]
             if len(page) < self.page_size:
                 break
         return _oldest_first(comments)
@@ -837,6 +913,8 @@ class JiraConnector(Connector):
     # -- auth and webhooks -------------------------------------------------------------------
     def check_auth(self) -> None:
         me = self._call("check_auth", self._client.myself)
+        with self._setup_lock:
+            self._remember_me(me)
         zone = me.get("timeZone") if isinstance(me, dict) else None
         if zone and zone not in UTC_ZONES:
             log.warning("%s: the Jira user's time zone is %s, not UTC: polls read JQL times in that "

@@ -18,16 +18,17 @@ import logging
 import re
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Collection, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 import pysnow
 from requests.auth import HTTPBasicAuth
 
 from syncd.clock import Clock, SystemClock
-from syncd.connectors.base import (Connector, PermanentRemoteError, Ref, RemoteComment,
-                                   RemoteRecord, SyncCursor, TransientRemoteError, WebhookRejected,
-                                   same_text)
+from syncd.connectors.base import (OWN_COMMENT_TOLERANCE, Connector, PermanentRemoteError, Ref,
+                                   RemoteComment, RemoteRecord, SyncCursor, TransientRemoteError,
+                                   WebhookRejected, same_text)
 from syncd.connectors.http import (RetryPolicy, call_remote, instrumented_session,
                                    retry_finds_earlier)
 
@@ -85,8 +86,6 @@ def then_order(encoded_query: str, order: str) -> str:
 
 # Journal entries oldest first; sys_id breaks ties within one second, so paging is stable.
 JOURNAL_ORDER = "ORDERBYsys_created_on^ORDERBYsys_id"
-# How many of our newest journal entries on a record are searched for the one just written.
-JOURNAL_LOOKBACK = 50
 
 
 class ServiceNowConnector(Connector):
@@ -136,7 +135,7 @@ class ServiceNowConnector(Connector):
         self.clock = clock
         self.timeout = timeout
         self.webhook_secret = webhook_secret
-        self.session = instrumented_session(name, timeout=timeout, verify=verify_tls)
+        self.session = instrumented_session(name, timeout=timeout, verify=verify_tls, clock=clock)
         self.session.auth = HTTPBasicAuth(username, password)
         # pysnow builds "<scheme>://<host>"; a host with the path kept supports instances behind a
         # path-prefixed proxy, and use_ssl=False the plain-http simulator.
@@ -145,6 +144,10 @@ class ServiceNowConnector(Connector):
         self._cache_lock = threading.Lock()
         self._identities: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
         self._ref_ids: dict[tuple[str, str, str], tuple[float, str]] = {}
+
+    @property
+    def clock_offset(self) -> timedelta:
+        return self.session.remote_clock.offset
 
     # -- plumbing --------------------------------------------------------------------------------
     def _call(self, operation: str, fn: Callable[[], T]) -> T:
@@ -264,7 +267,7 @@ class ServiceNowConnector(Connector):
             for entry in entries:
                 owner = by_record.get(entry.get("element_id") or "")
                 if owner is not None:
-                    owner.append(_comment(entry))
+                    owner.append(self._comment(entry))
             journals.update((sys_id, tuple(comments)) for sys_id, comments in by_record.items())
         return journals
 
@@ -477,40 +480,79 @@ class ServiceNowConnector(Connector):
     def add_comment(self, remote_id: str, body: str, *, channel: str) -> RemoteComment:
         """Append a journal entry by writing the journal field, then read the entry back for its id.
 
-        A retried attempt first looks for the entry an earlier attempt may have written."""
+        A retried attempt first looks for the entry an earlier attempt may have written: ours
+        (sys_created_by), saying ``body``, written since this call began."""
         if channel not in JOURNAL_CHANNELS:
             raise ValueError(f"connector {self.name!r}: comment channel must be one of "
                              f"{', '.join(JOURNAL_CHANNELS)}, got {channel!r}")
         url = self._table_url(self.table, remote_id)
-        query = then_order(f"{self._equals('element_id', remote_id)}^element={channel}"
-                           f"^{self._equals('sys_created_by', self.username)}",
-                           "ORDERBYDESCsys_created_on")
+        began = self._remote_since(self.clock.now())
 
-        def our_newest_entry_with_body() -> dict[str, Any] | None:
-            """Our most recent entry on the channel that says ``body``. Several entries can share
-            one second (sys_created_on has no finer grain), so look well past the newest one."""
-            entries = self._query(JOURNAL_TABLE, query, limit=JOURNAL_LOOKBACK, fields=JOURNAL_FIELDS)
-            return next((e for e in entries if same_text(e.get("value") or "", body)
-                         and e.get("sys_created_by") == self.username), None)
+        def ours() -> dict[str, Any] | None:
+            return self._own_entry(remote_id, body, from_remote=began, exclude=(), channel=channel)
 
         def append() -> dict[str, Any]:
-            self._result(self.session.patch(url, json={channel: body},
-                                            params={"sysparm_fields": "sys_id"}))
-            entry = our_newest_entry_with_body()
+            answer = self.session.patch(url, json={channel: body},
+                                        params={"sysparm_fields": "sys_id"})
+            self._result(answer)
+            # Ours is the newest such entry: look back from the write's own Date as well, which
+            # holds even when syncd's clock and the remote's do not run together (test clocks).
+            written = _http_date(answer.headers.get("Date"))
+            since = began if written is None else min(
+                began, written - timedelta(seconds=self.policy.budget_seconds)
+                - OWN_COMMENT_TOLERANCE)
+            entry = self._own_entry(remote_id, body, from_remote=since, exclude=(),
+                                    channel=channel)
             if entry is None:
                 raise PermanentRemoteError(self.name, f"wrote a {channel} entry on {remote_id} but "
                                                       f"cannot find it in {JOURNAL_TABLE}")
             return entry
 
-        return _comment(self._call("add_comment",
-                                   retry_finds_earlier(append, our_newest_entry_with_body)))
+        return self._comment(self._call("add_comment", retry_finds_earlier(append, ours)))
+
+    def find_own_comment(self, remote_id: str, body: str, *, since: datetime,
+                         exclude: Collection[str], channel: str | None = None
+                         ) -> RemoteComment | None:
+        if channel is not None and channel not in JOURNAL_CHANNELS:
+            raise ValueError(f"connector {self.name!r}: comment channel must be one of "
+                             f"{', '.join(JOURNAL_CHANNELS)}, got {channel!r}")
+        entry = self._call("find_own_comment", lambda: self._own_entry(
+            remote_id, body, from_remote=self._remote_since(since), exclude=exclude,
+            channel=channel))
+        return self._comment(entry) if entry is not None else None
+
+    def _remote_since(self, since: datetime) -> datetime:
+        """``since`` on the remote's clock, less the tolerance (sys_created_on has whole seconds)."""
+        return self.to_remote_time(since) - OWN_COMMENT_TOLERANCE
+
+    def _own_entry(self, remote_id: str, body: str, *, from_remote: datetime,
+                   exclude: Collection[str], channel: str | None) -> dict[str, Any] | None:
+        """Our newest journal entry saying ``body`` created at or after ``from_remote`` (the
+        remote's clock; see find_own_comment), read newest first; not retried."""
+        channels = [channel] if channel else list(JOURNAL_CHANNELS)
+        query = then_order(f"{self._equals('element_id', remote_id)}"
+                           f"^{self._one_of('element', channels)}"
+                           f"^{self._equals('sys_created_by', self.username)}"
+                           f"^sys_created_on>={format_time(from_remote)}",
+                           "ORDERBYDESCsys_created_on")
+        entries = self._read_all(JOURNAL_TABLE, query, JOURNAL_FIELDS)
+        return next((e for e in entries if e.get("sys_created_by") == self.username
+                     and same_text(e.get("value") or "", body) and e["sys_id"] not in exclude),
+                    None)
 
     def list_comments(self, remote_id: str) -> list[RemoteComment]:
         query = then_order(f"{self._equals('element_id', remote_id)}"
                            f"^element=work_notes^ORelement=comments", JOURNAL_ORDER)
         entries = self._call("list_comments", lambda: self._read_all(JOURNAL_TABLE, query,
                                                                      JOURNAL_FIELDS))
-        return [_comment(entry) for entry in entries]
+        return [self._comment(entry) for entry in entries]
+
+    def _comment(self, entry: Mapping[str, Any]) -> RemoteComment:
+        author = entry.get("sys_created_by") or None
+        return RemoteComment(remote_id=entry["sys_id"], channel=entry["element"],
+                             body=entry["value"], author=author,
+                             created_at=parse_time(entry["sys_created_on"]),
+                             own=author == self.username)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[str]:
         """A business rule's POST: check the shared secret, return the sys_ids it names."""
@@ -540,6 +582,15 @@ class ServiceNowConnector(Connector):
         self.session.close()
 
 
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP Date header as aware UTC, None when absent or unreadable."""
+    try:
+        when = parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when.replace(tzinfo=timezone.utc) if when and when.tzinfo is None else when
+
+
 def _reference_id(value: Any) -> str:
     """The sys_id in a reference value: ``{"link", "value"}``, a bare sys_id, or "" when empty."""
     if isinstance(value, dict):
@@ -550,8 +601,3 @@ def _reference_id(value: Any) -> str:
 def _seen_key(raw: Mapping[str, Any]) -> str:
     return f"{raw['sys_id']}:{raw.get('sys_mod_count', '')}"
 
-
-def _comment(entry: Mapping[str, Any]) -> RemoteComment:
-    return RemoteComment(remote_id=entry["sys_id"], channel=entry["element"], body=entry["value"],
-                         author=entry.get("sys_created_by") or None,
-                         created_at=parse_time(entry["sys_created_on"]))

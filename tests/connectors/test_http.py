@@ -312,3 +312,22 @@ def test_the_session_applies_its_timeout_and_has_no_hidden_retries():
     assert session.verify is False
     for url in ("http://127.0.0.1:1/", "https://acme.service-now.com/"):
         assert session.get_adapter(url).max_retries.total == 0
+
+
+@responses.activate
+def test_one_operation_ends_within_the_budget_each_request_timing_out_by_what_is_left():
+    clock = ManualClock()
+    responses.get(URL, status=429, json=SN_ERROR, headers={"Retry-After": "7"})
+    responses.get(URL, json={"result": []})
+    policy = RetryPolicy(max_total_seconds=10)
+    assert policy.budget_seconds == 10
+    session = instrumented_session(fresh_connector(), timeout=30)
+    call_remote("sn", "fetch", get_json(session), policy=policy, clock=clock)
+    assert [c.request.req_kwargs["timeout"] for c in responses.calls] == [10, 3]
+    session.get(URL)                            # outside an operation: the session's own timeout
+    assert responses.calls[-1].request.req_kwargs["timeout"] == 30
+    # A retry that would have less than a second left is not started.
+    responses.get(URL, status=429, json=SN_ERROR, headers={"Retry-After": "9.5"})
+    with pytest.raises(TransientRemoteError):
+        call_remote("sn", "fetch", get_json(session), policy=policy, clock=clock)
+    assert clock.monotonic() == 7.0

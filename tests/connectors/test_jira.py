@@ -307,8 +307,9 @@ def test_property_correlation_travels_in_the_create_request_and_is_searched_by_p
     assert sent["properties"] == [{"key": "syncd", "value": {"correlationId": "inc-8"}}]
     assert "labels" not in sent["fields"]
     assert prop.call_count == 0                      # no second request that a crash could miss
-    assert query(read.calls[0])["properties"] == ["syncd"]
+    assert read.call_count == 0                      # nor a read: the answer names the issue
     assert jira.find_by_correlation("inc-8").key == "OPS-8"
+    assert query(search.calls[0])["properties"] == ["syncd"]
     assert query(search.calls[0])["jql"] == [
         'project = "OPS" AND issue.property[syncd].correlationId = "inc-8" ORDER BY created ASC']
 
@@ -431,6 +432,7 @@ def test_a_status_already_reached_needs_no_transition(api):
 def test_comments_on_a_role_channel_are_restricted_and_read_back_with_their_channel(api):
     api.get(f"{API}/serverInfo", json=SERVER_INFO)
     author = {"name": "sync", "displayName": "syncd", "emailAddress": "sync@example.com"}
+    api.get(f"{API}/myself", json=author)
     post = api.post(f"{API}/issue/10001/comment", status=201, json={
         "id": "100", "body": "Mitigated by rollback", "author": author,
         "created": "2026-01-01T10:10:00.000+0000",
@@ -447,8 +449,8 @@ def test_comments_on_a_role_channel_are_restricted_and_read_back_with_their_chan
         "body": "Mitigated by rollback", "visibility": {"type": "role", "value": "Developers"}}
     assert (added.channel, added.restricted, added.author) == ("comment:Developers", True, "sync")
     listed = jira.list_comments("10001")
-    assert [(c.remote_id, c.channel, c.restricted) for c in listed] == [
-        ("100", "comment:Developers", True), ("101", "comment", False)]
+    assert [(c.remote_id, c.channel, c.restricted, c.own) for c in listed] == [
+        ("100", "comment:Developers", True, True), ("101", "comment", False, True)]
 
 
 def test_an_unknown_comment_channel_is_refused_before_any_request(api):
@@ -499,6 +501,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 from syncd.simulators.jira import JiraSimulator  # noqa: E402
+from tests.connectors.simclock import date_header_on_simulator_clock  # noqa: E402
 
 
 class WebhookReceiver:
@@ -547,8 +550,9 @@ def deployment(request) -> str:
 
 @pytest.fixture
 def sim(deployment, receiver):
-    simulator = JiraSimulator(deployment=deployment, clock=ManualClock(),
-                              webhook_url=receiver.url, webhook_secret="s3cret").start()
+    simulator = date_header_on_simulator_clock(JiraSimulator(
+        deployment=deployment, clock=ManualClock(), webhook_url=receiver.url,
+        webhook_secret="s3cret").start())
     yield simulator
     simulator.stop()
 
@@ -595,7 +599,10 @@ def test_live_create_carries_the_correlation_and_is_found_by_it(sim, live, deplo
     stored = sim.get_issue(created.key)["fields"]
     assert "syncd-inc-42" in stored["labels"] and stored["customfield_10010"] == "All EU customers"
     assert created.correlation_id == "inc-42" and created.fields["labels"] == []
-    assert created.fields["priority"] == "High" and created.fields["status"] == "To Do"
+    # No read after the create: the record holds what was written, and no version.
+    assert created.fields["priority"] == "High" and "status" not in created.fields
+    assert created.version is None and created.fields["Customer Impact"] == "All EU customers"
+    assert live.fetch(created.remote_id).fields["status"] == "To Do"
     assert created.url == f"{sim.base_url}/browse/{created.key}"
     found = live.find_by_correlation("inc-42")
     assert found is not None and found.remote_id == created.remote_id
@@ -630,7 +637,7 @@ def test_live_request_costs_of_create_and_transition(sim, live):
     live.check_auth()
     live.fetch_changes(SyncCursor())          # server info and the field list, read once
     sent = requests_made(sim, live, lambda: live.create({"summary": "A"}, correlation_id="inc-1"))
-    assert [line.split(" ")[0] for line in sent] == ["POST", "GET"]
+    assert [line.split(" ")[0] for line in sent] == ["POST"]
     other = live.create({"summary": "B"}, correlation_id="inc-2")
     first = requests_made(sim, live, lambda: live.update(other.remote_id, {"status": "In Progress"}))
     assert [line.rsplit("/", 1)[-1] for line in first] == [
@@ -749,6 +756,7 @@ def test_fetch_many_on_server_pages_with_start_at(api):
 
 def test_live_fetch_many_skips_a_deleted_issue_in_one_search(sim, live):
     assert live.is_cloud == sim.cloud                     # server info read once, beforehand
+    live.check_auth()                                     # and who we are
     made = [live.create({"summary": f"issue {n}"}, correlation_id=f"inc-{n}") for n in range(3)]
     sim.human_comment(made[0].key, "Rolled back the deploy")
     live.add_comment(made[2].remote_id, "Paged the on-call", channel="comment:Developers")

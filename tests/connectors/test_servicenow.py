@@ -18,6 +18,7 @@ from syncd.connectors.servicenow import ServiceNowConnector, and_condition
 from syncd.metrics import REGISTRY
 from syncd.simulators.base import Fault
 from syncd.simulators.servicenow import ServiceNowSimulator
+from tests.connectors.simclock import date_header_on_simulator_clock
 
 INSTANCE = "https://acme.service-now.com"
 TABLE = f"{INSTANCE}/api/now/table/incident"
@@ -330,9 +331,10 @@ def test_a_retried_comment_is_not_written_twice_when_the_first_write_landed():
         {"sys_id": sys_id(103), "element": "comments", "element_id": sys_id(1),
          "value": "Service restored\r\n", "sys_created_on": "2026-01-22 10:04:00",
          "sys_created_by": "syncd.integration"}]}, match=params(
-        sysparm_query=f"element_id={sys_id(1)}^element=comments^sys_created_by=syncd.integration"
-                      "^ORDERBYDESCsys_created_on"))
-    comment = connector().add_comment(sys_id(1), "Service restored", channel="comments")
+        sysparm_query=f"element_id={sys_id(1)}^elementINcomments^sys_created_by=syncd.integration"
+                      "^sys_created_on>=2026-01-22 10:03:55^ORDERBYDESCsys_created_on"))
+    clock = ManualClock(datetime(2026, 1, 22, 10, 4, tzinfo=timezone.utc))
+    comment = connector(clock).add_comment(sys_id(1), "Service restored", channel="comments")
     assert comment.remote_id == sys_id(103)
     assert patch.call_count == 1
 
@@ -471,7 +473,8 @@ def sim_clock():
 
 @pytest.fixture
 def sim(sim_clock):
-    simulator = ServiceNowSimulator(users={"syncd.integration": "pw"}, clock=sim_clock).start()
+    simulator = date_header_on_simulator_clock(
+        ServiceNowSimulator(users={"syncd.integration": "pw"}, clock=sim_clock).start())
     yield simulator
     simulator.stop()
 
