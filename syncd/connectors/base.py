@@ -105,6 +105,9 @@ class RemoteRecord:
     # Every comment of the record, oldest first, when the read that produced the record carried
     # them all (Jira's ``comment`` field); None when unknown, and the engine asks list_comments.
     comments: tuple[RemoteComment, ...] | None = None
+    # Who made the record's latest change, where the remote says (ServiceNow's sys_updated_by;
+    # Jira's issue carries no such field): the actor on the incident's timeline.
+    updated_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ JOURNAL_CHANNELS = ("work_notes", "comments")
 JOURNAL_TABLE = "sys_journal_field"
 JOURNAL_FIELDS = ("sys_id", "element", "element_id", "value", "sys_created_on", "sys_created_by")
 # Fields every read needs, whatever the admin chose to read.
-BOOKKEEPING_FIELDS = ("sys_id", "number", "sys_mod_count", "sys_updated_on", "correlation_id")
+BOOKKEEPING_FIELDS = ("sys_id", "number", "sys_mod_count", "sys_updated_on", "sys_updated_by",
+                      "correlation_id")
 # Attributes that identify a user or group to the mapping (unknown names are ignored by the API).
 REFERENCE_IDENTITY_FIELDS = ("sys_id", "user_name", "name", "email", "first_name", "last_name")
 REFERENCE_CACHE_SECONDS = 3600.0   # users and groups are renamed rarely; an hour old is fresh enough
@@ -236,7 +237,8 @@ class ServiceNowConnector(Connector):
             url=f"{self.instance_url}/nav_to.do?uri={self.table}.do?sys_id={sys_id}",
             version=str(raw.get("sys_mod_count", "")),
             updated_at=parse_time(raw["sys_updated_on"]), fields=fields,
-            correlation_id=raw.get("correlation_id") or None, comments=comments)
+            correlation_id=raw.get("correlation_id") or None, comments=comments,
+            updated_by=raw.get("sys_updated_by") or None)
 
     def _records(self, raws: Sequence[Mapping[str, Any]], *, with_journal: bool = False
                  ) -> list[RemoteRecord]:
