@@ -86,6 +86,7 @@ class RemoteComment:
     author: str | None
     created_at: datetime
     restricted: bool = False       # Jira comment with a visibility restriction
+    own: bool = False              # written by the integration's own user (syncd), not a person
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,11 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def fetch(self, remote_id: str) -> RemoteRecord | None:
         """One record by remote id (or key), None when it does not exist."""
+
+    def to_local_time(self, remote: datetime) -> datetime:
+        """A time read from the remote, on syncd's clock (connectors that measure the remote
+        clock's offset correct it here)."""
+        return remote
 
     def fetch_many(self, remote_ids: Sequence[str]) -> list[RemoteRecord]:
         """The records that exist among ``remote_ids`` (webhook hints drained as a batch).

@@ -773,10 +773,11 @@ class JiraConnector(Connector):
             created_at = parse_jira_time(raw.get("created", ""))
         except ValueError as exc:
             raise PermanentRemoteError(self.name, f"comment {raw.get('id')}: {exc}") from None
+        author_id = author.get("accountId") or author.get("name")
         return RemoteComment(remote_id=str(raw["id"]), channel=channel, body=raw.get("body") or "",
-                             author=author.get("accountId") or author.get("name")
-                             or author.get("displayName"),
-                             created_at=created_at, restricted=bool(visibility))
+                             author=author_id or author.get("displayName"),
+                             created_at=created_at, restricted=bool(visibility),
+                             own=self._is_own(author_id))
 
     def add_comment(self, remote_id: str, body: str, *, channel: str = COMMENT_CHANNEL
                     ) -> RemoteComment:
@@ -786,8 +787,13 @@ class JiraConnector(Connector):
         posted_after = self.clock.now() - self.overlap
 
         def post_once() -> RemoteComment:
-            return self._comment(self._client.add_comment(remote_id, body,
-                                                          visibility=visibility).raw)
+            raw = self._client.add_comment(remote_id, body, visibility=visibility).raw
+            author = raw.get("author") or {}
+            me = author.get("accountId") or author.get("name")
+            with self._setup_lock:       # the answer names us: spares a /myself read for `own`
+                if self._me is None and me:
+                    self._me = str(me)
+            return self._comment(raw)
 
         return self._call("add_comment", retry_finds_earlier(
             post_once, lambda: self._posted_by_earlier_attempt(remote_id, body, channel,
@@ -814,6 +820,13 @@ class JiraConnector(Connector):
             if len(page) < self.page_size:
                 return None
             start += len(page)
+
+    def _is_own(self, author_id: str | None) -> bool:
+        """Whether a comment's author is the integration user (read with /myself once)."""
+        if not author_id:
+            return False
+        me = self._me if self._me is not None else self._call("myself", self._own_author)
+        return author_id == me
 
     def _own_author(self) -> str | None:
         """The integration user as comment authors name it (accountId or name), read once."""

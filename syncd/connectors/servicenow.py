@@ -264,7 +264,7 @@ class ServiceNowConnector(Connector):
             for entry in entries:
                 owner = by_record.get(entry.get("element_id") or "")
                 if owner is not None:
-                    owner.append(_comment(entry))
+                    owner.append(_comment(entry, self.username))
             journals.update((sys_id, tuple(comments)) for sys_id, comments in by_record.items())
         return journals
 
@@ -503,14 +503,15 @@ class ServiceNowConnector(Connector):
             return entry
 
         return _comment(self._call("add_comment",
-                                   retry_finds_earlier(append, our_newest_entry_with_body)))
+                                   retry_finds_earlier(append, our_newest_entry_with_body)),
+                        self.username)
 
     def list_comments(self, remote_id: str) -> list[RemoteComment]:
         query = then_order(f"{self._equals('element_id', remote_id)}"
                            f"^element=work_notes^ORelement=comments", JOURNAL_ORDER)
         entries = self._call("list_comments", lambda: self._read_all(JOURNAL_TABLE, query,
                                                                      JOURNAL_FIELDS))
-        return [_comment(entry) for entry in entries]
+        return [_comment(entry, self.username) for entry in entries]
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[str]:
         """A business rule's POST: check the shared secret, return the sys_ids it names."""
@@ -551,7 +552,8 @@ def _seen_key(raw: Mapping[str, Any]) -> str:
     return f"{raw['sys_id']}:{raw.get('sys_mod_count', '')}"
 
 
-def _comment(entry: Mapping[str, Any]) -> RemoteComment:
+def _comment(entry: Mapping[str, Any], username: str) -> RemoteComment:
+    author = entry.get("sys_created_by") or None
     return RemoteComment(remote_id=entry["sys_id"], channel=entry["element"], body=entry["value"],
-                         author=entry.get("sys_created_by") or None,
-                         created_at=parse_time(entry["sys_created_on"]))
+                         author=author, created_at=parse_time(entry["sys_created_on"]),
+                         own=author == username)
