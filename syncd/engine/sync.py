@@ -350,7 +350,7 @@ class InboundSync:
     def read_and_apply(self, connector_name: str, remote_ids: Sequence[str]
                        ) -> dict[str, ApplyResult]:
         """Re-read records by id, CHUNK at a time, and apply each; a record that no longer exists
-        is "ignored". Errors of the store or the remote as a whole are raised (retry_batch_later)."""
+        is "ignored". Errors of the store or of the remote as a whole are raised."""
         results: dict[str, ApplyResult] = {}
         connector = self.runtimes[connector_name].connector
         for chunk in _chunks(list(dict.fromkeys(remote_ids))):
