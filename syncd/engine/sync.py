@@ -5,20 +5,48 @@ against its link's shadow, the remote's values as syncd last saw or wrote them (
 writes never come back as changes). What changed is applied to the incident, conflicts are settled by
 the field's policy, and the outbox rows for the other systems commit in the same transaction
 (invariant 2). Seeing a version already applied is a no-op (invariant 4).
+
+A field without a baseline in the shadow (the mapping gained it since the link's last read) is a
+conflict settled by the field's policy like any other, never taken as "only the remote changed it";
+and when the policy would let an empty remote value replace a non-empty one there, the store's
+value is kept and written back instead (an empty field in a system that never carried it is not an
+edit). ``newest_wins`` compares, per field, when the store last changed it with the remote record's
+update time converted to syncd's clock (``Connector.to_local_time``).
+
+Errors are sorted by what they say. A database error (locked, failover, a lost connection) or a
+transient remote one says nothing about the record: the poll stops, logs and counts it, and leaves
+the cursor where it was, so the next poll reads the batch again. What is wrong with one record (an
+unmappable value, an invalid field such as an empty title, a permanent remote error for that record,
+a value the store cannot hold) makes that record a dead letter, and the rest of the batch goes on.
+
+The mass-change guard is vdirsyncer's safety against mirrored damage, not against busy people: it
+pauses a connector when one poll would apply the *same destructive change* to many linked records,
+that is the same field emptied, or the same field set to one identical value, or (in reconcile)
+records vanishing. "Many" scales with the connector: at least ``pause_min_records`` (10) records and
+``pause_share`` (20%) of its links, and the guard stays off below ``pause_min_links`` (20) links,
+where a share means little. A catch-up poll after an outage holds many records but varied edits,
+and passes. The reason (field, value, how many of how many) goes on the cursor (``/readyz``, the
+``syncd_connector_paused`` gauge) and on the timeline of every affected incident; ``syncd resume``
+accepts the change and the next poll applies it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from syncd.clock import Clock
+from syncd.clock import Clock, utc
 from syncd.connectors.base import (
+    AuthError,
     RemoteComment,
     RemoteError,
     RemoteRecord,
@@ -46,6 +74,33 @@ from syncd.store.db import transaction
 log = logging.getLogger(__name__)
 
 APPLY_ATTEMPTS = 3
+# Remote ids per store query (an IN list) and per remote read of a hint or retry batch.
+CHUNK = 500
+
+# The store is unavailable or busy (locked, failing over, a pool timeout, a race lost thrice).
+STORE_ERRORS = (DBAPIError, PoolTimeout, incident_service.VersionConflict)
+# What an apply may raise that says nothing about the record: the batch is read again later.
+RETRY_LATER = (RemoteError, *STORE_ERRORS)
+
+
+def retry_batch_later(error: BaseException) -> bool:
+    """True for errors of the store or the remote as a whole (retry the batch, cursor unmoved);
+    False for what is wrong with one record (dead-letter it, the batch goes on)."""
+    if isinstance(error, RemoteError):
+        return error.transient or isinstance(error, AuthError)
+    if isinstance(error, DataError):       # a value this store cannot hold: the record's problem
+        return False
+    return isinstance(error, RETRY_LATER)
+
+
+def _is_empty(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or value == []
+
+
+def _chunks(items: Sequence[str]) -> list[list[str]]:
+    return [list(items[start:start + CHUNK]) for start in range(0, len(items), CHUNK)]
 
 
 @dataclass
@@ -61,22 +116,40 @@ class InboundSync:
     """Reads remote records and applies them to the store, one transaction per record."""
 
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
-                 clock: Clock, pause_share: float | None = 0.5, pause_min_links: int = 20,
-                 on_stale: Callable[[str, str], None] | None = None):
+                 clock: Clock, pause_share: float | None = 0.2, pause_min_links: int = 20,
+                 pause_min_records: int = 10, on_stale: Callable[[str, str], None] | None = None):
         self.sessions = sessions
         self.runtimes = runtimes
         self.clock = clock
         # Called with (connector, remote id) when a record read turned out older than what the
         # link already knows: the engine re-reads it (a webhook-style hint).
         self.on_stale = on_stale
+        # The mass-change guard (module docstring): pause when one change hits at least
+        # max(pause_min_records, pause_share of the links) records; off below pause_min_links.
         self.pause_share = pause_share          # None: never pause
-        self.pause_min_links = pause_min_links  # below this many links a share means little
+        self.pause_min_links = pause_min_links
+        self.pause_min_records = pause_min_records
 
     # -- entry points -----------------------------------------------------------------------
     def poll(self, connector_name: str, *, still_owner: Callable[[], bool] = lambda: True) -> int:
         """Read every change since the connector's cursor and apply it; returns records applied.
         The cursor only moves once the whole batch is in the store (and only while this process
-        still owns the connector's polling), so a crash re-reads, never skips."""
+        still owns the connector's polling), so a crash or a database error re-reads, never skips.
+        A remote error of the read itself is raised; one of a record's apply stops the batch."""
+        try:
+            return self._poll_once(connector_name, still_owner)
+        except STORE_ERRORS as error:
+            self._batch_stopped(connector_name, error)
+            return 0
+
+    def _batch_stopped(self, connector_name: str, error: Exception,
+                       record: RemoteRecord | None = None) -> None:
+        SYNC_CHANGES.labels(connector_name, "in", "batch_retry").inc()
+        log.warning("inbound batch stopped; the next poll reads it again", extra={
+            "connector": connector_name, "remote_key": record.key if record else None,
+            "error": f"{type(error).__name__}: {error}"})
+
+    def _poll_once(self, connector_name: str, still_owner: Callable[[], bool]) -> int:
         runtime = self.runtimes[connector_name]
         with transaction(self.sessions, readonly=True) as session:
             row = sync_service.get_cursor(session=session, connector=connector_name)
@@ -90,8 +163,12 @@ class InboundSync:
         records, next_cursor = runtime.connector.fetch_changes(cursor)
         if not accepted and self._mass_change(connector_name, records):
             return 0
-        for record in records:
-            self.apply_isolated(connector_name, record, read_at=read_at)
+        for applied, record in enumerate(records):
+            try:
+                self.apply_isolated(connector_name, record, read_at=read_at)
+            except RETRY_LATER as error:
+                self._batch_stopped(connector_name, error, record)
+                return applied
         if not still_owner():
             log.warning("lost the poller lock during a poll; the cursor stays for the new owner",
                         extra={"connector": connector_name})
@@ -104,13 +181,14 @@ class InboundSync:
 
     def apply_isolated(self, connector_name: str, record: RemoteRecord, *, read_at: datetime,
                        repair: bool = False) -> ApplyResult:
-        """Apply one record of a batch so that it cannot stop the others: anything but a remote
-        error (which the batch retries later) makes this record a dead letter with its reason."""
+        """Apply one record of a batch so that it cannot stop the others: what is wrong with this
+        record makes it a dead letter with its reason; an error of the store or of the remote as a
+        whole (see :func:`retry_batch_later`) is raised, for the caller to retry the batch."""
         try:
             return self.apply(connector_name, record, read_at=read_at, repair=repair)
-        except RemoteError:
-            raise
         except Exception as error:
+            if retry_batch_later(error):
+                raise
             log.exception("remote record could not be applied", extra={
                 "connector": connector_name, "remote_key": record.key})
             return self._dead_letter(connector_name, record, f"{type(error).__name__}: {error}")
@@ -120,6 +198,7 @@ class InboundSync:
         vanished is reported on its incident's timeline, never mirrored as a deletion."""
         runtime = self.runtimes[connector_name]
         counts = {"checked": 0, "repaired": 0, "vanished": 0}
+        vanished: list[int] = []
         after = 0
         while True:
             with transaction(self.sessions, readonly=True) as session:
@@ -129,10 +208,11 @@ class InboundSync:
                          for link in links]
             if not pairs:
                 linked = counts["checked"]
-                if (self.pause_share is not None and linked >= self.pause_min_links
-                        and counts["vanished"] > self.pause_share * linked):
-                    self.pause(connector_name, f"{counts['vanished']} of {linked} linked records "
-                                               f"vanished at once")
+                threshold = self._pause_threshold(linked)
+                if threshold is not None and len(vanished) >= threshold:
+                    self.pause(connector_name, f"reconcile found {len(vanished)} of {linked} "
+                                               f"linked records vanished at once (the guard "
+                                               f"pauses at {threshold})", incident_ids=vanished)
                 return counts
             after = pairs[-1][0]
             read_at = self.clock.now()
@@ -143,6 +223,7 @@ class InboundSync:
                 record = found.get(remote_id)
                 if record is None:
                     counts["vanished"] += 1
+                    vanished.append(incident_id)
                     with transaction(self.sessions) as session:
                         incident_service.append_timeline(
                             session=session, incident_id=incident_id, at=self.clock.now(),
@@ -153,43 +234,43 @@ class InboundSync:
                                        repair=True).outcome not in ("unchanged", "dead_letter"):
                     counts["repaired"] += 1
 
+    def _pause_threshold(self, linked: int) -> int | None:
+        """How many records one destructive change must hit to pause; None: the guard is off."""
+        if self.pause_share is None or linked < self.pause_min_links:
+            return None
+        return max(self.pause_min_records, math.ceil(self.pause_share * linked))
+
     def _mass_change(self, connector_name: str, records: list[RemoteRecord]) -> bool:
-        """vdirsyncer's safety: when one poll says most linked records changed at once, pause the
-        connector instead of mirroring what is more likely an accident or an outage."""
-        if self.pause_share is None or not records:
+        """Pause the connector when one poll would apply the same destructive change to many
+        linked records (module docstring), instead of mirroring an accident everywhere."""
+        if not records:
             return False
         with transaction(self.sessions, readonly=True) as session:
             linked = sync_service.count_links(session=session, connector=connector_name)
-            if linked < self.pause_min_links:
+            threshold = self._pause_threshold(linked)
+            if threshold is None or len(records) < threshold:
                 return False
-            touched = self._really_changed(session, connector_name, records)
-            if touched <= self.pause_share * linked:
-                return False
-        self.pause(connector_name, f"one poll changed {touched} of {linked} linked records "
-                                   f"(more than {self.pause_share:.0%})")
+            changes = self._destructive_changes(session, connector_name, records)
+        if not changes:
+            return False
+        (name, value), incident_ids = max(changes.items(), key=lambda item: len(item[1]))
+        if len(incident_ids) < threshold:
+            return False
+        what = f"{name} emptied" if value is None else f"{name} set to {value}"
+        self.pause(connector_name, f"one poll would mirror {what} on {len(incident_ids)} of "
+                                   f"{linked} linked records (the guard pauses at {threshold})",
+                   incident_ids=sorted(incident_ids))
         return True
 
-    def pause(self, connector_name: str, why: str) -> None:
-        reason = (f"{why}; inbound sync paused until an operator resumes it "
-                  f"(`syncd resume {connector_name}`)")
-        with transaction(self.sessions) as session:
-            sync_service.set_paused(session=session, connector=connector_name, reason=reason,
-                               now=self.clock.now())
-        log.error("connector paused", extra={"connector": connector_name, "reason": reason})
-
-    def resume(self, connector_name: str) -> None:
-        with transaction(self.sessions) as session:
-            sync_service.set_paused(session=session, connector=connector_name, reason=None,
-                               now=self.clock.now())
-        log.info("connector resumed", extra={"connector": connector_name})
-
-    def _really_changed(self, session: Session, connector_name: str,
-                        records: list[RemoteRecord]) -> int:
-        """How many linked records in a batch differ from their shadow (our own echoes do not)."""
+    def _destructive_changes(self, session: Session, connector_name: str,
+                             records: list[RemoteRecord]) -> dict[tuple[str, str | None], set[int]]:
+        """{(field, new value as JSON, None when emptied): incidents} over the linked records of a
+        batch. A change is measured against the shadow (our own echoes are no change) or, for a
+        field without a baseline there, against the store's value."""
         mapping = self.runtimes[connector_name].mapping()
-        links = sync_service.links_by_remote_id(session=session, connector=connector_name,
-                                           remote_ids=[record.remote_id for record in records])
-        changed = 0
+        links = self._links_by_remote_id(session, connector_name,
+                                         [record.remote_id for record in records])
+        changes: dict[tuple[str, str | None], set[int]] = defaultdict(set)
         for record in records:
             link = links.get(record.remote_id)
             if link is None:
@@ -197,35 +278,86 @@ class InboundSync:
             try:
                 values = mapping.to_canonical(record.fields)
             except UnmappableValue:
-                changed += 1
-                continue
+                continue                         # a dead letter, not a mirrored change
             shadow = link.shadow or {}
-            if any(shadow.get(name) != value for name, value in values.items() if name in shadow):
-                changed += 1
-        return changed
+            store_values: dict[str, Any] | None = None
+            for name, value in values.items():
+                if name in shadow:
+                    before = shadow[name]
+                else:
+                    if store_values is None:
+                        store_values = incident_fields(session.get(Incident, link.incident_id))
+                    before = store_values.get(name)
+                if before == value or (_is_empty(before) and _is_empty(value)):
+                    continue
+                key = None if _is_empty(value) else json.dumps(value, sort_keys=True, default=str)
+                changes[(name, key)].add(link.incident_id)
+        return changes
+
+    def pause(self, connector_name: str, why: str, *, incident_ids: Sequence[int] = ()) -> None:
+        """Pause a connector's inbound sync, saying why on its cursor (``/readyz``) and on the
+        timeline of each incident the paused change would have touched."""
+        reason = (f"{why}; inbound sync paused until an operator resumes it "
+                  f"(`syncd resume {connector_name}`)")
+        now = self.clock.now()
+        with transaction(self.sessions) as session:
+            sync_service.set_paused(session=session, connector=connector_name, reason=reason,
+                                    now=now)
+            for incident_id in incident_ids:
+                incident_service.append_timeline(
+                    session=session, incident_id=incident_id, at=now, kind="sync_paused",
+                    actor=None, source=connector_name,
+                    data={"connector": connector_name, "reason": reason})
+        log.error("connector paused", extra={"connector": connector_name, "reason": reason,
+                                             "incidents": len(incident_ids)})
+
+    def resume(self, connector_name: str) -> None:
+        with transaction(self.sessions) as session:
+            sync_service.set_paused(session=session, connector=connector_name, reason=None,
+                               now=self.clock.now())
+        log.info("connector resumed", extra={"connector": connector_name})
+
+    @staticmethod
+    def _links_by_remote_id(session: Session, connector_name: str,
+                            remote_ids: Sequence[str]) -> dict[str, Link]:
+        """Links of many records, CHUNK ids per query: a drained hint queue or a poll's batch
+        may be long, and one unbounded IN list is slow and can exceed a driver's limits."""
+        links: dict[str, Link] = {}
+        for chunk in _chunks(list(dict.fromkeys(remote_ids))):
+            links.update(sync_service.links_by_remote_id(session=session, connector=connector_name,
+                                                         remote_ids=chunk))
+        return links
 
     def apply_hints(self, connector_name: str, remote_ids: Sequence[str]) -> list[str]:
         """Webhooks said these records changed: re-read them (in one batch where the connector
         can) and apply what they really hold now. Returns the ids syncd does not mirror yet: only
         the poll, which applies the connector's filter or JQL, may create incidents from them.
-        A paused connector takes no hints; the poll after the operator's resume catches up."""
-        if self.paused_reason(connector_name):
+        A paused connector takes no hints; the poll after the operator's resume catches up, as it
+        does after a store error drops a batch of hints."""
+        try:
+            if self.paused_reason(connector_name):
+                return []
+            with transaction(self.sessions, readonly=True) as session:
+                known = set(self._links_by_remote_id(session, connector_name, remote_ids))
+            self.read_and_apply(connector_name, [r for r in remote_ids if r in known])
+        except STORE_ERRORS as error:
+            log.warning("webhook hints could not be applied; the next poll reads the records",
+                        extra={"connector": connector_name, "hints": len(remote_ids),
+                               "error": f"{type(error).__name__}: {error}"})
             return []
-        with transaction(self.sessions, readonly=True) as session:
-            known = set(sync_service.links_by_remote_id(session=session, connector=connector_name,
-                                                   remote_ids=list(remote_ids)))
-        self.read_and_apply(connector_name, [r for r in remote_ids if r in known])
         return [r for r in remote_ids if r not in known]
 
     def read_and_apply(self, connector_name: str, remote_ids: Sequence[str]
                        ) -> dict[str, ApplyResult]:
-        """Re-read records by id and apply each; a record that no longer exists is "ignored"."""
-        if not remote_ids:
-            return {}
-        read_at = self.clock.now()
-        records = self.runtimes[connector_name].connector.fetch_many(list(remote_ids))
-        results = {record.remote_id: self.apply_isolated(connector_name, record, read_at=read_at)
-                   for record in records}
+        """Re-read records by id, CHUNK at a time, and apply each; a record that no longer exists
+        is "ignored". Errors of the store or of the remote as a whole are raised."""
+        results: dict[str, ApplyResult] = {}
+        connector = self.runtimes[connector_name].connector
+        for chunk in _chunks(list(dict.fromkeys(remote_ids))):
+            read_at = self.clock.now()
+            for record in connector.fetch_many(chunk):
+                results[record.remote_id] = self.apply_isolated(connector_name, record,
+                                                                read_at=read_at)
         return {remote_id: results.get(remote_id, ApplyResult("ignored")) for remote_id in remote_ids}
 
     def paused_reason(self, connector_name: str) -> str | None:
@@ -239,7 +371,14 @@ class InboundSync:
             retrying = [(row.id, row.remote_id)
                         for row in sync_service.retrying_inbound(session=session,
                                                                  connector=connector_name)]
-        results = self.read_and_apply(connector_name, [remote_id for _, remote_id in retrying])
+        try:
+            results = self.read_and_apply(connector_name,
+                                          [remote_id for _, remote_id in retrying])
+        except RETRY_LATER as error:
+            log.warning("dead letters could not be retried now; they stay queued for the next "
+                        "poll", extra={"connector": connector_name,
+                                       "error": f"{type(error).__name__}: {error}"})
+            return 0
         for row_id, remote_id in retrying:
             result = results[remote_id]
             with transaction(self.sessions) as session:
@@ -364,21 +503,32 @@ class InboundSync:
         push_back: dict[str, Any] = {}
         conflicts: list[str] = []
         for name, remote_value in remote_values.items():
-            if name in shadow and shadow[name] == remote_value:
+            baseline = name in shadow
+            if baseline and shadow[name] == remote_value:
                 continue                                   # the remote did not change it
             store_value = store_values.get(name)
             if store_value == remote_value:
                 continue                                   # both sides already agree
-            if name not in shadow or store_value == shadow[name]:
+            if baseline and store_value == shadow[name]:
                 to_store[name] = remote_value              # only the remote changed it
                 continue
-            conflicts.append(name)                         # both changed it since the last sync
-            winner = self._settle(mapping.policy_for(name), record, incident)
+            # Both changed it since the last sync, or nothing says what the remote held before
+            # (the mapping gained the field): a conflict, settled by the field's policy.
+            conflicts.append(name)
+            policy = mapping.policy_for(name)
+            winner = self._settle(policy, name, runtime, record, incident)
+            data = {"field": name, "store": store_value, "remote": remote_value,
+                    "policy": policy, "connector": runtime.name}
+            if not baseline:
+                data["reason"] = "no baseline: the mapping did not read this field before"
+                if winner == "remote" and _is_empty(remote_value) and not _is_empty(store_value):
+                    winner = "store"
+                    data["reason"] = ("no baseline and the remote value is empty: syncd keeps "
+                                      "its value and writes it back")
+            data["winner"] = winner
             incident_service.append_timeline(session=session, incident_id=incident.id, at=now,
-                                    kind="conflict", actor=None, source=runtime.name,
-                                    data={"field": name, "store": store_value,
-                                          "remote": remote_value, "winner": winner,
-                                          "connector": runtime.name})
+                                             kind="conflict", actor=None, source=runtime.name,
+                                             data=data)
             if winner == "remote":
                 to_store[name] = remote_value
             else:
@@ -416,35 +566,44 @@ class InboundSync:
                                     data={"connector": runtime.name, "fields": sorted(drift)})
 
     @staticmethod
-    def _settle(policy: str, record: RemoteRecord, incident: Incident) -> str:
-        """Which side wins a conflict: "store" or "remote"."""
+    def _settle(policy: str, name: str, runtime: ConnectorRuntime, record: RemoteRecord,
+                incident: Incident) -> str:
+        """Which side wins a conflict on field ``name``: "store" or "remote". ``newest_wins``
+        compares, on syncd's clock, when the store last changed this field with when the remote
+        record last changed (the remote's clock, converted; a tie keeps the store's value)."""
         if policy == "remote_wins":
             return "remote"
         if policy == "newest_wins":
-            return "remote" if record.updated_at > incident.updated_at else "store"
+            remote_at = utc(runtime.connector.to_local_time(record.updated_at))
+            store_at = utc(incident_service.field_changed_at(incident, name))
+            return "remote" if remote_at > store_at else "store"
         return "store"
 
     def _import_comments(self, session: Session, runtime: ConnectorRuntime, incident_id: int,
                          comments: list[RemoteComment]) -> int:
         """Import remote comments not seen before, once each. A comment syncd itself wrote there
-        (its link not yet committed, or lost to a crash) is recognised by its body and linked."""
+        (its link not yet committed, or lost to a crash) is recognised by its author, syncd's own
+        user, and its body, and linked to the store's comment still waiting for that link; a
+        person's comment is always imported, even when it says what a pending note says ("ack")."""
         if not comments:
             return 0
         known = sync_service.linked_remote_comment_ids(session=session, connector=runtime.name,
                                                   remote_comment_ids=[c.remote_id for c in comments])
-        unlinked_own = sync_service.comments_without_link(session=session, incident_id=incident_id,
-                                                     connector=runtime.name)
+        awaiting_link = sync_service.comments_without_link(session=session, incident_id=incident_id,
+                                                           connector=runtime.name)
         mapping = runtime.mapping()
         now = self.clock.now()
         imported = 0
         for comment in comments:
             if comment.remote_id in known:
                 continue
-            own = next((c for c in unlinked_own if same_text(c.body, comment.body)), None)
-            if own is not None:
-                unlinked_own.remove(own)
-                sync_service.link_comment(session=session, comment_id=own.id, connector=runtime.name,
-                                     remote_comment_id=comment.remote_id)
+            ours = next((c for c in awaiting_link if same_text(c.body, comment.body)),
+                        None) if comment.own else None
+            if ours is not None:
+                awaiting_link.remove(ours)
+                sync_service.link_comment(session=session, comment_id=ours.id,
+                                          connector=runtime.name,
+                                          remote_comment_id=comment.remote_id)
                 continue
             # Jira reports a restricted comment's audience in its channel (comment:<role>).
             base_channel = comment.channel.split(":", 1)[0]
@@ -472,7 +631,7 @@ class InboundSync:
                 reason=f"{record.key}: {reason}", now=self.clock.now())
         if recorded is not None:
             SYNC_CHANGES.labels(connector_name, "in", "dead_letter").inc()
-            log.error("remote record cannot be mapped", extra={"connector": connector_name,
+            log.error("remote record is a dead letter", extra={"connector": connector_name,
                                                                "remote_key": record.key,
                                                                "reason": reason})
         return ApplyResult("dead_letter", reason=f"{record.key}: {reason}")

@@ -35,8 +35,9 @@ def test_reconcile_repairs_a_missed_remote_change_and_a_lost_outbound_one(world)
     assert jira_issue(world)["fields"]["priority"]["name"] == "High"
 
 
-def test_a_poll_where_most_linked_records_changed_pauses_the_connector(world):
-    world.engine.inbound.pause_min_links = 4
+def test_a_poll_setting_many_linked_records_to_one_value_pauses_until_resumed(world):
+    world.engine.inbound.pause_min_links = 4       # the guard's scale shrunk to five links
+    world.engine.inbound.pause_min_records = 4
     for n in range(5):
         world.sn.human_create({"short_description": f"outage {n}", "impact": "2", "urgency": "2"})
     world.settle()
@@ -45,8 +46,9 @@ def test_a_poll_where_most_linked_records_changed_pauses_the_connector(world):
         world.jira.human_update(key, {"priority": {"name": "Lowest"}})
     world.cycle()
     with world.store.transaction() as session:
-        assert "paused until an operator resumes it" in \
-            sync_service.get_cursor(session=session, connector="jira").paused_reason
+        reason = sync_service.get_cursor(session=session, connector="jira").paused_reason
+    assert "priority set to \"P5\" on 4 of 5 linked records" in reason
+    assert "paused until an operator resumes it" in reason
     assert {world.incident(n).priority for n in range(1, 6)} == {"P3"}    # nothing mirrored
     world.engine.inbound.resume("jira")
     world.settle()
