@@ -363,7 +363,9 @@ class SyncSettings(_Section):
     backoff_initial: PositiveDuration = timedelta(seconds=1)
     backoff_max: PositiveDuration = timedelta(minutes=10)
     reconcile_after_downtime: Duration = timedelta(minutes=10)
-    pause_when_share_changed: float = Field(default=0.5, gt=0, le=1)
+    # Pause a connector when one poll would make the same destructive change (a field emptied or
+    # set to one value, records vanishing) to more than this share of its links (and >= 10).
+    pause_when_share_changed: float = Field(default=0.2, gt=0, le=1)
     poll_overlap: Duration = timedelta(minutes=2)
     # How long a worker's claim on an outbox row lasts; a replica that dies mid-delivery holds
     # its rows this long before another replica takes them over.

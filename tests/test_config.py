@@ -130,7 +130,7 @@ def test_everything_not_written_takes_its_documented_default(config_dir):
     assert (jira.poll_interval, jira.timeout, jira.verify_tls) == \
         (timedelta(seconds=30), timedelta(seconds=30), True)
     sync = config.sync
-    assert (sync.outbox_workers, sync.max_attempts, sync.pause_when_share_changed) == (4, 10, 0.5)
+    assert (sync.outbox_workers, sync.max_attempts, sync.pause_when_share_changed) == (4, 10, 0.2)
     assert (sync.backoff_initial, sync.backoff_max, sync.reconcile_after_downtime,
             sync.poll_overlap) == (timedelta(seconds=1), timedelta(minutes=10),
                                    timedelta(minutes=10), timedelta(minutes=2))

@@ -49,7 +49,7 @@ class EngineSettings:
     worker_restart_initial: float = 1.0     # seconds before the first restart of a crashed worker
     worker_restart_max: float = 60.0
     reconcile_after_downtime: timedelta | None = timedelta(minutes=10)
-    pause_share: float | None = 0.5
+    pause_share: float | None = 0.2
     pause_min_links: int = 20
 
 
