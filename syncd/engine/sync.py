@@ -478,7 +478,7 @@ class InboundSync:
         if not (fields.get("title") or "").strip():
             fields["title"] = record.key          # an incident needs a title; the key is one
         incident = incident_service.create_incident(session=session, fields=fields, now=now,
-                                           actor=None, source=runtime.name)
+                                                    actor=record.updated_by, source=runtime.name)
         sync_service.create_link(session=session, incident_id=incident.id, connector=runtime.name,
                             remote_id=record.remote_id, remote_key=record.key,
                             remote_url=record.url, remote_version=record.version,
@@ -536,8 +536,8 @@ class InboundSync:
         changed = {}
         if to_store:
             diff = incident_service.update_incident(session=session, incident_id=incident.id,
-                                           changes=to_store, now=now, actor=None,
-                                           source=runtime.name)
+                                                    changes=to_store, now=now,
+                                                    actor=record.updated_by, source=runtime.name)
             changed = {name: new for name, (_, new) in diff.items()}
             propagate_fields(session=session, incident_id=incident.id, fields=changed,
                              runtimes=self.runtimes, now=now, skip=runtime.name)
