@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from syncd.connectors.http import RetryPolicy
+from syncd.engine import dead_letters
 from syncd.engine import service as sync_service
 from syncd.engine.models import CommentLink, InboundDeadLetter, OutboxItem
 from syncd.incidents import service as incident_service
@@ -180,6 +181,35 @@ def test_two_syncd_notes_saying_ack_both_arrive(world):
     jira, sn = _remote_comments(world, sys_id)
     assert [c["body"] for c in jira] == ["ack", "ack"]
     assert [e["value"] for e in sn] == ["ack", "ack"]
+
+
+def test_an_operators_retry_of_a_dead_note_does_not_post_it_twice(world, mappings):
+    raise_sn_incident(world)
+    world.settle()
+    key = world.link("jira").remote_key
+
+    def crash(item):
+        if item.operation == "comment" and item.connector == "jira":
+            raise Crash()
+
+    world.engine.outbox.after_remote_write = crash
+    world.engine.commands.add_note(1, "rolled back", author="carol", source="api")
+    with pytest.raises(Crash):
+        world.engine.deliver_all_due()
+    # After the restart, the retry's look for its earlier comment is refused: a dead letter.
+    world.engine = make_engine(world.store, world.clock, world.sn, world.jira, mappings)
+    world.clock.advance(120)
+    world.jira.inject(Fault("status", status=400, method="GET", path=r"/comment$"))
+    world.engine.deliver_all_due()
+    with world.store.transaction() as session:
+        dead = [row.id for row in sync_service.dead_letters(session=session, connector="jira")]
+    assert len(dead) == 1
+    world.jira.clear_faults()
+    with world.store.transaction() as session:
+        dead_letters.retry(session=session, dead_letter_id=f"out-{dead[0]}", now=world.clock.now())
+    world.engine.deliver_all_due()
+    assert [c["body"] for c in world.jira.comments(key)] == ["rolled back"]
+    assert open_rows(world) == []
 
 
 # -- defect 9: a late write settles what changed meanwhile -------------------------------------
