@@ -328,7 +328,8 @@ class OutboxDelivery:
                 linked = sync_service.incident_remote_comment_ids(
                     session=session, incident_id=item.incident_id, connector=runtime.name)
             found = runtime.connector.find_own_comment(link.remote_id, comment.body,
-                                                       since=item.first_attempt_at, exclude=linked)
+                                                       since=item.first_attempt_at, exclude=linked,
+                                                       channel=channel)
         remote_id = (found or runtime.connector.add_comment(link.remote_id, comment.body,
                                                             channel=channel)).remote_id
         self._hook(item)
