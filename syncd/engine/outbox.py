@@ -3,8 +3,18 @@
 No database transaction is held across a remote call: a row is claimed (with a lease), the remote is
 written, and a second transaction completes the row together with the link's new shadow and version.
 A crash between the write and that commit leaves the row to be claimed again once its lease runs out;
-each operation is safe to repeat: a create first looks for its correlation id (invariant 3), an update
-re-sends the same values, a comment first looks for its own body.
+each operation is safe to repeat: a retried create first looks for its correlation id (invariant 3),
+an update re-sends the same values, a retried comment first looks for our own comment saying it.
+
+Every remote request of a delivery runs under a fence (:func:`request_guard`): before each request
+and between retry attempts the claim is renewed under its fencing token, so a worker whose lease
+lapsed and whose row another worker took sends nothing more (invariant 5); and a delivery stops
+once it has run as long as the lease, so it never writes when another worker may hold the row.
+
+A delivery that is not fresh (see :meth:`OutboxDelivery.fresh`) may be late: a person may have
+edited the record since syncd last read it. It re-reads the record first and, when its version
+moved, applies it like an inbound change (conflicts settled by each field's policy, on the
+timeline) before writing only what the store still wants (invariant 2).
 """
 
 from __future__ import annotations
@@ -16,14 +26,16 @@ from typing import Any, Callable, Mapping
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.clock import Clock
-from syncd.connectors.base import RemoteError, RemoteRecord, same_text
+from syncd.connectors.base import RemoteError, RemoteRecord
+from syncd.connectors.http import request_guard
 from syncd.engine import service as sync_service
 from syncd.engine.connector_runtime import (
     ConnectorRuntime,
     correlation_id,
     template_context,
 )
-from syncd.engine.models import OutboxItem
+from syncd.engine.models import Link, OutboxItem
+from syncd.engine.sync import InboundSync
 from syncd.incidents import service as incident_service
 from syncd.incidents.fields import incident_fields
 from syncd.incidents.models import Comment, Incident
@@ -34,6 +46,19 @@ from syncd.store.db import transaction
 
 log = logging.getLogger(__name__)
 
+# How long after it was queued a row's first claim still counts as fresh (see OutboxDelivery.fresh).
+FRESH_FOR = timedelta(seconds=10)
+
+
+class LeaseExhausted(Exception):
+    """A delivery ran as long as its lease: it sends nothing more and is retried later (an
+    attempt counted), so it cannot write while another worker may hold the row."""
+
+
+class RemoteCommentTaken(Exception):
+    """The remote comment a delivery posted or found was linked to another note meanwhile (an
+    inbound import got there first): the note is posted again on the next attempt."""
+
 
 class OutboxDelivery:
     """Claims due outbox rows and delivers them to their connectors."""
@@ -41,7 +66,8 @@ class OutboxDelivery:
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
                  clock: Clock, backoff: queue.Backoff = queue.Backoff(),
                  lease: timedelta = timedelta(minutes=2),
-                 after_remote_write: Callable[[OutboxItem], None] | None = None):
+                 after_remote_write: Callable[[OutboxItem], None] | None = None,
+                 inbound: InboundSync | None = None):
         self.sessions = sessions
         self.runtimes = runtimes
         self.clock = clock
@@ -49,6 +75,8 @@ class OutboxDelivery:
         self.lease = lease
         # Fault hook for tests: runs after the remote write and before its commit.
         self.after_remote_write = after_remote_write
+        # Applies what a late delivery's re-read found, exactly as a poll would.
+        self.inbound = inbound or InboundSync(sessions=sessions, runtimes=runtimes, clock=clock)
 
     def deliver_due(self, worker: str, *, limit: int = 10,
                     stopping: Callable[[], bool] = lambda: False) -> int:
@@ -80,12 +108,15 @@ class OutboxDelivery:
                                       f"{item.last_error or 'its worker stopped mid-delivery'}")
             operation = {"create": self._create, "update": self._update,
                          "comment": self._comment}[item.operation]
-            operation(runtime, item, worker)
+            with request_guard(self._fence(item)):
+                operation(runtime, item, worker)
             SYNC_CHANGES.labels(item.connector, "out", item.operation).inc()
         except queue.ClaimLost as lost:
             log.warning("claim lost mid-delivery; another worker has the row",
                         extra={"connector": item.connector, "incident": item.incident_id,
                                "error": str(lost)})
+        except (LeaseExhausted, RemoteCommentTaken) as error:
+            self._failed(item, worker, str(error), transient=True)
         except RemoteError as error:
             self._failed(item, worker, error.message if error.status is None
                          else f"{error.status}: {error.message}", error.transient, error.retry_after)
@@ -96,11 +127,42 @@ class OutboxDelivery:
                 "connector": item.connector, "incident": item.incident_id})
             self._failed(item, worker, f"{type(error).__name__}: {error}", transient=True)
 
-    def _renew(self, item: OutboxItem, worker: str) -> None:
-        """Before each remote call: extend the claim, or stop if another worker has taken it."""
+    def _fence(self, item: OutboxItem) -> Callable[[], None]:
+        """Renew the claim now (ClaimLost if another worker took the row) and return the check
+        that runs before every remote request of the delivery: LeaseExhausted once the delivery
+        has run as long as the lease since now, else renew the claim again."""
+        claim = queue.claim_of(item)
+        self._renew(claim)
+        deadline = self.clock.now() + self.lease
+
+        def check() -> None:
+            if self.clock.now() >= deadline:
+                raise LeaseExhausted(f"the delivery ran past its {self.lease.total_seconds():g} s "
+                                     f"lease and stopped before its next request")
+            self._renew(claim)
+        return check
+
+    def _renew(self, claim: queue.Claim) -> None:
         with transaction(self.sessions) as session:
-            queue.renew(session=session, model=OutboxItem, claim=queue.claim_of(item),
+            queue.renew(session=session, model=OutboxItem, claim=claim,
                         until=self.clock.now() + self.lease)
+
+    @staticmethod
+    def claimed_before(item: OutboxItem) -> bool:
+        """Whether an earlier claim of the row may have written already, its outcome unknown (it
+        failed, its lease lapsed, its process died, or an operator retried the dead letter):
+        every claim bumps the fencing token, so the first claim holds token 1."""
+        return item.claim_token > 1
+
+    @staticmethod
+    def fresh(item: OutboxItem) -> bool:
+        """A delivery is fresh on its row's first claim, made within FRESH_FOR of the row being
+        queued: what syncd last read of the record is then as recent as the change it carries.
+        Any other delivery is late (retried, reclaimed after a crash or a lapsed lease, or kept
+        waiting in the queue) and re-reads the record before writing. A read of the record after
+        the row was queued needs no second look: that read already settled its conflicts."""
+        return (item.claim_token == 1 and item.first_attempt_at is not None
+                and item.first_attempt_at - item.created_at <= FRESH_FOR)
 
     # -- operations ------------------------------------------------------------------------------
     def _create(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
@@ -110,12 +172,12 @@ class OutboxDelivery:
             return
         mapping = runtime.mapping()
         correlation = correlation_id(incident.id)
-        self._renew(item, worker)
-        record = runtime.connector.find_by_correlation(correlation)
+        # Only a retry can find a record an earlier attempt created: a first attempt just creates.
+        record = (runtime.connector.find_by_correlation(correlation)
+                  if self.claimed_before(item) else None)
         version = None
         if record is None:
             remote_fields = mapping.to_remote(values, context=template_context(incident), creating=True)
-            self._renew(item, worker)
             record = runtime.connector.create(remote_fields, correlation_id=correlation)
             written = {name: value for name, value in values.items()
                        if name in mapping.canonical_fields_out}
@@ -127,7 +189,13 @@ class OutboxDelivery:
                             "remote_key": record.key})
             written = {}
         self._hook(item)
-        shadow = {**mapping.to_canonical(record.fields), **written}
+        # The record exists now: it is linked whatever its answer holds, or a retry would create
+        # it again. An answer the mapping cannot read is an inbound dead letter, for an operator.
+        try:
+            answered, unmappable = mapping.to_canonical(record.fields), None
+        except UnmappableValue as error:
+            answered, unmappable = {}, f"{record.key}: {error}"
+        shadow = {**answered, **written}
         with transaction(self.sessions) as session:
             if sync_service.link_for(session=session, incident_id=incident.id,
                                 connector=runtime.name) is None:
@@ -140,33 +208,66 @@ class OutboxDelivery:
                                         source=runtime.name,
                                         data={"connector": runtime.name, "remote_key": record.key,
                                               "url": record.url})
+                if unmappable is not None:
+                    sync_service.record_inbound_dead_letter(
+                        session=session, connector=runtime.name, remote_id=record.remote_id,
+                        remote_key=record.key, version=record.version, incident_id=incident.id,
+                        reason=unmappable, now=self.clock.now())
             else:
                 written = {}      # a poll adopted the new record first, by its correlation id
             if not written:       # adopted: bring the record up to date with the store
                 sync_service.enqueue(session=session, incident_id=incident.id, connector=runtime.name,
                                 operation="update", fields=dict(values), now=self.clock.now())
             queue.complete(session=session, model=OutboxItem, claim=queue.claim_of(item), now=self.clock.now())
+        if unmappable is not None:
+            SYNC_CHANGES.labels(runtime.name, "in", "dead_letter").inc()
+            log.error("created record's answer cannot be mapped; linked, and a dead letter says why",
+                      extra={"connector": runtime.name, "incident": incident.id,
+                             "remote_key": record.key, "reason": unmappable})
 
     def _update(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
         incident, values, link = self._read(item, runtime.name)
         if link is None:
             raise UnmappableValue(f"incident {item.incident_id} has no {runtime.name} record to update")
-        self._push(runtime, item, worker, incident, values, link, list(item.fields))
+        names = list(item.fields)
+        if not self.fresh(item) and self._changed(runtime, values, link, names):
+            if self._apply_remote_changes(runtime, link):
+                incident, values, link = self._read(item, runtime.name)
+        self._push(runtime, item, worker, incident, values, link, names)
+
+    def _apply_remote_changes(self, runtime: ConnectorRuntime, link: Link) -> bool:
+        """Re-read a late delivery's record; when its version moved since the link's, apply it as
+        a poll would (each conflicting field settled by its policy, on the timeline). Returns
+        whether it applied, so the caller reads the settled store and shadow again."""
+        read_at = self.clock.now()
+        record = runtime.connector.fetch(link.remote_id)
+        if record is None:
+            raise UnmappableValue(f"{runtime.name} record {link.remote_key} no longer exists")
+        if record.version is not None and record.version == link.remote_version:
+            return False
+        self.inbound.apply(runtime.name, record, read_at=read_at)
+        return True
+
+    @staticmethod
+    def _changed(runtime: ConnectorRuntime, values: dict[str, Any], link: Link,
+                 names: list[str]) -> dict[str, Any]:
+        """The named fields this mapping writes whose store value differs from the shadow (a
+        read-only field's shadow must stay what the remote has)."""
+        shadow = link.shadow or {}
+        writes = runtime.mapping().canonical_fields_out
+        return {name: values.get(name) for name in names
+                if name in writes and shadow.get(name) != values.get(name)}
 
     def _push(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str, incident: Incident,
               values: dict[str, Any], link: Any, names: list[str]) -> None:
         """Write the named fields where the store differs from what the remote last had."""
-        shadow = link.shadow or {}
         mapping = runtime.mapping()
-        # Only fields this mapping writes: a read-only field's shadow must stay what the remote has.
-        changed = {name: values.get(name) for name in names
-                   if name in mapping.canonical_fields_out and shadow.get(name) != values.get(name)}
+        changed = self._changed(runtime, values, link, names)
         answer = None
         if changed:
             remote_fields = mapping.to_remote(changed, context=template_context(incident),
                                               creating=False)
             if remote_fields:
-                self._renew(item, worker)
                 answer = runtime.connector.update(link.remote_id, remote_fields)
                 self._hook(item)
         with transaction(self.sessions) as session:
@@ -218,21 +319,34 @@ class OutboxDelivery:
         if target is None:
             return self._complete(item, worker)
         channel, _restricted = target     # a restricted Jira channel names its audience: comment:<role>
-        remote_id = None
-        if item.attempts:   # a retry: the earlier attempt may have landed before failing
-            self._renew(item, worker)
-            remote_id = next((c.remote_id for c in runtime.connector.list_comments(link.remote_id)
-                              if same_text(c.body, comment.body)), None)
-        if remote_id is None:
-            self._renew(item, worker)
-            remote_id = runtime.connector.add_comment(link.remote_id, comment.body,
-                                                      channel=channel).remote_id
+        found = None
+        if self.claimed_before(item):
+            # An earlier attempt may have posted it before its outcome was lost. Only our own
+            # comment, posted since that attempt and linked to no other note, can be it: a
+            # person's "ack" is theirs, and another note's "ack" is that note's.
+            with transaction(self.sessions, readonly=True) as session:
+                linked = sync_service.incident_remote_comment_ids(
+                    session=session, incident_id=item.incident_id, connector=runtime.name)
+            found = runtime.connector.find_own_comment(link.remote_id, comment.body,
+                                                       since=item.first_attempt_at, exclude=linked,
+                                                       channel=channel)
+        remote_id = (found or runtime.connector.add_comment(link.remote_id, comment.body,
+                                                            channel=channel)).remote_id
         self._hook(item)
         with transaction(self.sessions) as session:
+            # The link row's lock orders this with an inbound apply of the same record, which
+            # imports and links comments: the check below then cannot race the insert.
+            sync_service.find_link(session=session, connector=runtime.name,
+                                   remote_id=link.remote_id, for_update=True)
             if sync_service.remote_comment_id(session=session, comment_id=comment_id,
-                                         connector=runtime.name) is None:
+                                              connector=runtime.name) is None:
+                holder = sync_service.comment_linked_to(session=session, connector=runtime.name,
+                                                        remote_comment_id=remote_id)
+                if holder is not None:
+                    raise RemoteCommentTaken(f"{runtime.name} comment {remote_id} was linked to "
+                                             f"comment {holder} meanwhile; posting again")
                 sync_service.link_comment(session=session, comment_id=comment_id,
-                                     connector=runtime.name, remote_comment_id=remote_id)
+                                          connector=runtime.name, remote_comment_id=remote_id)
             queue.complete(session=session, model=OutboxItem, claim=queue.claim_of(item), now=self.clock.now())
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -95,6 +95,19 @@ def comments_without_link(*, session: Session, incident_id: int, connector: str)
         Comment.id.not_in(linked)).order_by(Comment.id)))
 
 
+def incident_remote_comment_ids(*, session: Session, incident_id: int, connector: str) -> set[str]:
+    """The remote comment ids of ``connector`` already linked to the incident's comments."""
+    return set(session.scalars(select(CommentLink.remote_comment_id).join(
+        Comment, Comment.id == CommentLink.comment_id).where(
+        Comment.incident_id == incident_id, CommentLink.connector == connector)))
+
+
+def comment_linked_to(*, session: Session, connector: str, remote_comment_id: str) -> int | None:
+    """The store comment a remote comment is linked to, if any."""
+    return session.scalar(select(CommentLink.comment_id).where(
+        CommentLink.connector == connector, CommentLink.remote_comment_id == remote_comment_id))
+
+
 def remote_comment_id(*, session: Session, comment_id: int, connector: str) -> str | None:
     return session.scalar(select(CommentLink.remote_comment_id).where(
         CommentLink.comment_id == comment_id, CommentLink.connector == connector))
