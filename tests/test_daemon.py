@@ -15,6 +15,7 @@ from syncd.config import load_config
 from syncd.connectors.base import SyncCursor
 from syncd.daemon import Daemon
 from syncd.engine.connector_runtime import ConnectorRuntime
+from syncd.engine.supervisor import Supervisor
 from syncd.engine.sync_engine import EngineSettings, SyncEngine
 from syncd.metrics import WORKER_RESTARTS
 from syncd.simulators.jira import JiraSimulator
@@ -73,16 +74,19 @@ def test_a_crashed_worker_is_restarted_with_backoff_and_counted(store, clock):
     runtime = ConnectorRuntime("boom", connector, mapping=lambda: None,
                                poll_interval=timedelta(seconds=0.01))
     engine = SyncEngine(sessions=store.sessions, runtimes={"boom": runtime}, clock=clock,
-                    settings=EngineSettings(outbox_workers=1, worker_restart_initial=0.01,
-                                            reconcile_after_downtime=None))
+                        settings=EngineSettings(outbox_workers=1, reconcile_after_downtime=None))
+    supervisor = Supervisor(clock=clock, restart_initial=0.01)
+    engine.register(supervisor)
     before = WORKER_RESTARTS.labels("poller-boom")._value.get()
-    engine.start()
+    supervisor.start()
     try:
         assert connector.polled.wait(10), "the poller never came back"
         assert WORKER_RESTARTS.labels("poller-boom")._value.get() - before == 2
-        assert all(engine.alive_workers().values())
+        wait_until("the poller to run again", lambda: supervisor.states()["poller-boom"]
+                   == {"state": "running", "restarts": 2})
+        assert supervisor.healthy()
     finally:
-        engine.stop()
+        supervisor.stop()
 
 
 def test_a_broken_mapping_edit_is_refused_live_and_a_good_one_applied(tmp_path):
