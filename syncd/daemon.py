@@ -193,7 +193,8 @@ class Daemon:
                 connection.execute(text("SELECT 1"))
             current = db.current_revision(self.db)
             if current != self.schema_head:
-                report.update(ready=False, store=f"schema at {current}, needs {self.schema_head}")
+                report.update(ready=False, store=f"schema at {current or 'nothing (no syncd tables)'}"
+                                                 f", needs {self.schema_head}")
                 return report
             with db.transaction(self.sessions, readonly=True) as session:
                 cursors = {name: sync_service.get_cursor(session=session, connector=name)

@@ -5,23 +5,31 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import requests
+from sqlalchemy import select, text
 
 from syncd.config import load_config
 from syncd.connectors.base import SyncCursor
 from syncd.daemon import Daemon
+from syncd.engine import service as sync_service
+from syncd.engine.models import OutboxItem
 from syncd.engine.connector_runtime import ConnectorRuntime
 from syncd.engine.supervisor import Supervisor
 from syncd.engine.sync_engine import EngineSettings, SyncEngine
+from syncd.incidents import service as incident_service
 from syncd.metrics import WORKER_RESTARTS
+from syncd.simulators.base import Fault
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
+from syncd.store import db
+from syncd.store.models import ProcessHeartbeat
 
-from .support import ENV, SYNCD, free_port, wait_until, write_config
+from .support import ENV, SYNCD, free_port, syncd, wait_until, write_config
 
 
 def test_readiness_reflects_store_auth_and_pause(tmp_path, monkeypatch):
@@ -131,3 +139,108 @@ def test_a_broken_mapping_edit_is_refused_live_and_a_good_one_applied(tmp_path):
             process.kill()
         sn.stop()
     assert "titel" in process.stderr.read()
+
+
+def test_a_hangup_during_the_start_is_acted_on_once_running(tmp_path):
+    """SIGHUP reloads mappings; one that arrives while the daemon is still opening the store
+    must neither kill nor break the start (it raised AttributeError before the mappings existed)."""
+    port = free_port()
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'hup.db'}", port=port)
+    process = subprocess.Popen([*SYNCD, "run", "--config", str(path)], env={**os.environ, **ENV},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # The store's lock file is taken right after the signal handlers are installed.
+        wait_until("the start to begin", lambda: (tmp_path / "hup.db.lock").exists())
+        hangups = 0
+
+        def serving_while_hung_up():
+            nonlocal hangups
+            assert process.poll() is None, "the daemon died of a hangup during its start"
+            process.send_signal(signal.SIGHUP)
+            hangups += 1
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+
+        wait_until("the daemon to serve", serving_while_hung_up)
+        assert hangups > 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "Traceback" not in process.stderr.read()
+
+
+def test_a_start_that_cannot_listen_exits_1_and_leaves_no_claim_behind(tmp_path):
+    """A taken port is a runtime failure (exit 1: a restart may succeed), found before any loop
+    claims work: the outbox row waiting for Jira is still pending for the next start."""
+    jira = JiraSimulator().start()
+    jira.inject(Fault("hang", path=r"^/rest/"))          # a claimed delivery would stay in flight
+    url = f"sqlite:///{tmp_path / 'taken.db'}"
+    engine = db.open_engine(url)
+    db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    with db.transaction(sessions) as session:
+        incident = incident_service.create_incident(
+            session=session, fields={"title": "Checkout down"}, now=datetime.now(timezone.utc),
+            actor=None, source="test")
+        sync_service.enqueue(session=session, incident_id=incident.id, connector="jira",
+                             operation="create", fields={}, now=datetime.now(timezone.utc))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        path = write_config(tmp_path, url, jira_url=jira.base_url, port=taken.getsockname()[1])
+        result = syncd("run", "--config", str(path), env=ENV, timeout=60)
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert "could not listen" in result.stderr and "http.listen" in result.stderr
+        with db.transaction(sessions) as session:
+            [row] = session.scalars(select(OutboxItem)).all()
+            assert (row.state, row.claimed_by) == ("pending", None)
+            assert session.scalars(select(ProcessHeartbeat)).all() == []
+    finally:
+        taken.close()
+        jira.stop()
+        engine.dispose()
+
+
+def test_readiness_reads_the_schema_head_once_not_from_disk_per_probe(tmp_path, monkeypatch):
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    daemon = Daemon(load_config(write_config(tmp_path, f"sqlite:///{tmp_path / 'p.db'}")))
+    try:
+        daemon.open()
+        # An upgrade in place replaces the package's migration files under a running daemon.
+        monkeypatch.setattr(db, "MIGRATIONS", tmp_path / "gone")
+        assert daemon.readiness()["store"] == "ok"
+    finally:
+        daemon.stop()
+
+
+def test_readyz_is_503_with_the_reason_when_the_store_is_gone(postgres_store, tmp_path, monkeypatch):
+    sn = ServiceNowSimulator().start()
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    port = free_port()
+    daemon = Daemon(load_config(write_config(tmp_path, postgres_store.url, sn_url=sn.base_url,
+                                             port=port)))
+    with postgres_store.engine.connect() as connection:
+        schema = connection.execute(text("SELECT current_schema()")).scalar()
+    renamed = False
+    try:
+        daemon.open()
+        daemon.start()
+        wait_until("readiness", lambda: requests.get(f"http://127.0.0.1:{port}/readyz",
+                                                     timeout=2).status_code == 200)
+        with postgres_store.engine.begin() as connection:       # the store's tables vanish
+            connection.execute(text(f'ALTER SCHEMA "{schema}" RENAME TO "{schema}_gone"'))
+        renamed = True
+        answer = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert answer.status_code == 503, answer.text
+        report = answer.json()
+        assert not report["ready"] and report["store"] != "ok"
+    finally:
+        if renamed:
+            with postgres_store.engine.begin() as connection:
+                connection.execute(text(f'ALTER SCHEMA "{schema}_gone" RENAME TO "{schema}"'))
+        daemon.stop()
+        sn.stop()
