@@ -244,3 +244,33 @@ def test_readyz_is_503_with_the_reason_when_the_store_is_gone(postgres_store, tm
                 connection.execute(text(f'ALTER SCHEMA "{schema}_gone" RENAME TO "{schema}"'))
         daemon.stop()
         sn.stop()
+
+
+def test_the_daemon_runs_every_loop_under_the_supervisor_and_applies_a_mapping_edit_alone(
+        tmp_path, monkeypatch):
+    sn = ServiceNowSimulator().start()
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    from syncd.mapping import default_mapping_path
+    mapping = tmp_path / "servicenow.yaml"
+    mapping.write_text(default_mapping_path("servicenow").read_text())
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'loops.db'}", sn_url=sn.base_url)
+    path.write_text(path.read_text().replace("    poll_interval: 1s\n",
+                                             f"    poll_interval: 1s\n    mapping: {mapping}\n", 1))
+    daemon = Daemon(load_config(path))
+    try:
+        daemon.open()
+        daemon.start()
+        wait_until("readiness", lambda: daemon.readiness()["ready"])
+        loops = daemon.readiness()["loops"]
+        assert set(loops) == {"poller-servicenow", "hints", "outbox-0", "outbox-1", "outbox-2",
+                              "outbox-3", "gauges", "housekeeping", "heartbeat", "auth-check",
+                              "mappings"}
+        wait_until("every loop's first cycle", lambda: {
+            state["state"] for state in daemon.readiness()["loops"].values()} == {"running"})
+        before = daemon.mappings.get("servicenow")
+        mapping.write_text(mapping.read_text().replace("# ", "#  ", 1))     # no SIGHUP
+        wait_until("the edit to be applied", lambda: daemon.mappings.get("servicenow") is not before)
+    finally:
+        daemon.stop()
+        sn.stop()
