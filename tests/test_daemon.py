@@ -274,3 +274,36 @@ def test_the_daemon_runs_every_loop_under_the_supervisor_and_applies_a_mapping_e
     finally:
         daemon.stop()
         sn.stop()
+
+
+def test_an_auth_check_that_crashes_is_shown_and_retried(tmp_path, monkeypatch):
+    """Not a remote answer but a bug in the check: it used to end the auth thread for good, and
+    /readyz said "pending" forever."""
+    sn = ServiceNowSimulator().start()
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    daemon = Daemon(load_config(write_config(tmp_path, f"sqlite:///{tmp_path / 'a.db'}",
+                                             sn_url=sn.base_url)))
+    before = WORKER_RESTARTS.labels("auth-check")._value.get()
+    try:
+        daemon.open()
+        assert daemon.engine is not None
+        connector = daemon.engine.runtimes["servicenow"].connector
+        real_check, calls = connector.check_auth, []
+
+        def check_with_a_bug_once():
+            calls.append(1)
+            if len(calls) == 1:
+                raise KeyError("sys_id")
+            real_check()
+
+        monkeypatch.setattr(connector, "check_auth", check_with_a_bug_once)
+        daemon.start()
+        wait_until("the check to crash", lambda: WORKER_RESTARTS.labels("auth-check")._value.get()
+                   > before)
+        wait_until("the retried check", lambda: daemon.auth_status["servicenow"] == "ok"
+                   and daemon.supervisor.states()["auth-check"] == {"state": "running",
+                                                                    "restarts": 1})
+    finally:
+        daemon.stop()
+        sn.stop()
