@@ -53,6 +53,7 @@ from syncd.connectors.jira import JiraConnector  # noqa: E402
 from syncd.connectors.servicenow import ServiceNowConnector  # noqa: E402
 from syncd.engine.connector_runtime import ConnectorRuntime  # noqa: E402
 from syncd.engine.models import Link, SyncCursorRow  # noqa: E402
+from syncd.engine.supervisor import Supervisor  # noqa: E402
 from syncd.engine.sync_engine import EngineSettings, SyncEngine  # noqa: E402
 from syncd.incidents.models import Incident  # noqa: E402
 from syncd.mapping import default_mapping_path  # noqa: E402
@@ -349,14 +350,16 @@ def main(argv: list[str] | None = None) -> int:
             targets = random.Random(7).sample(range(1, args.incidents + 1), args.changes + args.paced)
             with RssSampler() as rss:
                 at_start = rss.peak
-                engine.start()
+                supervisor = Supervisor(clock=engine.clock)
+                engine.register(supervisor)
+                supervisor.start()
                 try:
                     burst = run_phase(engine, sn_url, jira_url, targets[:args.changes], rate=None,
                                       timeout=args.timeout)
                     paced = run_phase(engine, sn_url, jira_url, targets[args.changes:],
                                       rate=args.rate, timeout=args.timeout)
                 finally:
-                    engine.stop(timeout=10)
+                    supervisor.stop(timeout=10)
             for runtime in engine.runtimes.values():
                 runtime.connector.close()
             engine_db.dispose()

@@ -132,12 +132,17 @@ def _check_connector(config, name: str | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from syncd.daemon import Daemon, StartupError
+    """Exit 2 when the configuration (or what it names) must be fixed first, 1 when the start
+    failed at run time (a taken port: a supervisor's restart may well succeed)."""
+    from syncd.daemon import ConfigurationProblem, Daemon, StartupError
     config = load_config_or_fail(args.config)
     try:
         Daemon(config).run_until_signalled()
-    except StartupError as error:
+    except ConfigurationProblem as error:
         raise UsageError(str(error)) from None
+    except StartupError as error:
+        print(f"syncd: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -1,12 +1,12 @@
 """Assembling and running the daemon from a validated configuration: the store, connectors,
-mappings with hot reload, the engine's workers and the HTTP server, with a clean stop on a signal."""
+mappings with hot reload, the engine's loops under the supervisor and the HTTP server, with a clean
+stop on a signal. Assembly only: every loop runs in syncd.engine.supervisor."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 from datetime import timedelta
@@ -21,78 +21,106 @@ from syncd.connectors.base import RemoteError
 from syncd.connectors.factory import build_connector, seconds, secret
 from syncd.engine import service as sync_service
 from syncd.engine.connector_runtime import ConnectorRuntime
-from syncd.engine.ownership import PollerOwnership
+from syncd.engine.models import OutboxItem
+from syncd.engine.supervisor import Loop, Supervisor
 from syncd.engine.sync_engine import EngineSettings, SyncEngine
-from syncd.mapping.reload import MappingSet, MappingWatcher
+from syncd.mapping.reload import MappingSet
 from syncd.store import db, queue
+from syncd.store.locks import SingletonLock
 from syncd.store.process_lock import SqliteProcessLock, StoreInUse
+from syncd.store.processes import Heartbeats, process_id
 
 log = logging.getLogger(__name__)
 
 AUTH_RECHECK_SECONDS = 60.0
 MAPPING_RELOAD_SECONDS = 2.0
+HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_STALE_SECONDS = 5 * HEARTBEAT_SECONDS   # a replica silent this long is taken for dead
 SHUTDOWN_SECONDS = 30.0      # below systemd's and Kubernetes' stop timeouts in deploy/
+HTTP_STOP_SECONDS = 5.0
 
 
 class StartupError(Exception):
-    """The daemon cannot start; the message says why and what to do."""
+    """The daemon cannot start (a runtime failure: the port is taken, the store is unreachable);
+    the message says why and what to do."""
+
+
+class ConfigurationProblem(StartupError):
+    """The daemon cannot start until the configuration or what it names is fixed (a mapping, the
+    store's schema, a second daemon on one SQLite file): restarting alone will not help."""
 
 
 class Daemon:
     def __init__(self, config: Any, *, clock: Clock | None = None, worker_id: str | None = None):
         self.config = config
         self.clock = clock or SystemClock()
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = worker_id or process_id(self.clock.now())
         self.store_url = secret(config.store.url)
         self.sqlite_lock = SqliteProcessLock(self.store_url) \
             if make_url(self.store_url).get_backend_name() == "sqlite" else None
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.supervisor = Supervisor(clock=self.clock)
         self.auth_status: dict[str, str] = {}
         self.http_server: uvicorn.Server | None = None
-        self.engine: Engine | None = None
+        self.engine: SyncEngine | None = None
+        self.heartbeats: Heartbeats | None = None
+        # What open() and start() acquired, released in reverse order by stop(), however far
+        # they got: a failed start must not leave the SQLite lock, claims or connections held.
+        self._opened = contextlib.ExitStack()
 
     # -- assembly --------------------------------------------------------------------------------
     def open(self) -> None:
-        """Everything short of starting threads: store checked, mappings loaded, connectors built."""
+        """Everything short of starting loops: store checked, mappings loaded, connectors built,
+        this process's heartbeat written."""
         if self.sqlite_lock:
             try:
                 self.sqlite_lock.acquire()
             except StoreInUse as error:
-                raise StartupError(str(error)) from None
-        # Each worker thread, poller (and its lock connection) and HTTP handler may hold a connection.
+                raise ConfigurationProblem(str(error)) from None
+            self._opened.callback(self.sqlite_lock.release)
+        # Each worker thread, singleton lock connection and HTTP handler may hold a connection.
         pool = max(self.config.store.pool_size,
-                   self.config.sync.outbox_workers + 3 * len(self.config.connectors) + 4)
+                   self.config.sync.outbox_workers + 3 * len(self.config.connectors) + 6)
         self.db = db.open_engine(self.store_url, pool_size=pool)
+        self._opened.callback(self.db.dispose)
         try:
             db.ensure_schema(self.db, auto_upgrade=self.config.store.auto_upgrade)
         except db.SchemaOutOfDate as error:
-            raise StartupError(str(error)) from None
+            raise ConfigurationProblem(str(error)) from None
+        self.schema_head = db.head_revision()   # read from the package once, not per probe
         self.sessions = db.session_factory(self.db)
         from syncd.mapping import MappingError
         try:
             self.mappings = MappingSet({name: c.mapping for name, c in self.config.connectors.items()})
         except MappingError as error:
-            raise StartupError(f"invalid mapping: {error}") from None
+            raise ConfigurationProblem(f"invalid mapping: {error}") from None
         for name, settings in self.config.connectors.items():
             system = self.mappings.get(name).system
             if system != settings.type:
-                raise StartupError(f"connectors.{name}.mapping: {settings.mapping} maps {system}, "
-                                   f"but connector {name!r} is {settings.type}")
+                raise ConfigurationProblem(
+                    f"connectors.{name}.mapping: {settings.mapping} maps {system}, "
+                    f"but connector {name!r} is {settings.type}")
         overlap = timedelta(seconds=seconds(self.config.sync.poll_overlap))
         runtimes = {}
         for name, settings in self.config.connectors.items():
+            connector = build_connector(name, settings, clock=self.clock, overlap=overlap)
+            self._opened.callback(connector.close)
             runtimes[name] = ConnectorRuntime(
-                name=name,
-                connector=build_connector(name, settings, clock=self.clock, overlap=overlap),
+                name=name, connector=connector,
                 mapping=(lambda n=name: self.mappings.get(n)),
                 create_incidents=settings.create_incidents,
                 create_tickets=settings.create_tickets,
                 poll_interval=timedelta(seconds=seconds(settings.poll_interval)))
+        self.heartbeats = Heartbeats(sessions=self.sessions, clock=self.clock,
+                                     process=self.worker_id,
+                                     stale_after=timedelta(seconds=HEARTBEAT_STALE_SECONDS),
+                                     queues={"outbox": OutboxItem})
+        self.heartbeats.register(sole=self.sqlite_lock is not None)
+        self._opened.callback(self.heartbeats.unregister)
         sync = self.config.sync
         self.engine = SyncEngine(
             sessions=self.sessions, runtimes=runtimes, clock=self.clock, worker_id=self.worker_id,
-            ownership=lambda name: PollerOwnership(self.db, name),
+            locks=lambda name: SingletonLock(self.db, name),
+            dead_processes=self.heartbeats.dead_processes,
             settings=EngineSettings(
                 outbox_workers=sync.outbox_workers,
                 lease=sync.claim_lease,
@@ -103,16 +131,16 @@ class Daemon:
                 pause_share=sync.pause_when_share_changed))
 
     def start(self) -> None:
-        assert self.engine is not None, "open() first"
-        self._start_thread(threading.Thread(target=self._auth_loop, name="auth-check", daemon=True))
-        self._start_thread(MappingWatcher(self.mappings, interval=MAPPING_RELOAD_SECONDS,
-                                          stop=self._stop))
-        self.engine.start()
+        """Listen first, then start the loops: a port that is taken fails the start before any
+        loop has claimed work."""
+        assert self.engine is not None and self.heartbeats is not None, "open() first"
         self._start_http()
-
-    def _start_thread(self, thread: threading.Thread) -> None:
-        self._threads.append(thread)
-        thread.start()
+        self.engine.register(self.supervisor)
+        self.supervisor.add(Loop("heartbeat", self.heartbeats.beat, interval=HEARTBEAT_SECONDS))
+        self.supervisor.add(Loop("auth-check", self.check_auth, interval=AUTH_RECHECK_SECONDS))
+        self.supervisor.add(Loop("mappings", self.mappings.reload, interval=MAPPING_RELOAD_SECONDS))
+        self._opened.callback(self.supervisor.stop, SHUTDOWN_SECONDS - HTTP_STOP_SECONDS)
+        self.supervisor.start()
 
     def _start_http(self) -> None:
         from syncd.api.app import ApiSettings, create_app
@@ -121,87 +149,99 @@ class Daemon:
         app = create_app(self.engine, ApiSettings(
             api_tokens=[ApiToken(t.name, secret(t.token)) for t in self.config.http.api_tokens],
             max_body_bytes=self.config.http.max_body_bytes, readiness=self.readiness))
-        self.http_server = uvicorn.Server(uvicorn.Config(
+        server = self.http_server = uvicorn.Server(uvicorn.Config(
             app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_config=None,
-            access_log=False, timeout_graceful_shutdown=5))
-        thread = threading.Thread(target=self.http_server.run, name="http", daemon=True)
-        self._start_thread(thread)
+            access_log=False, timeout_graceful_shutdown=HTTP_STOP_SECONDS))
+        thread = threading.Thread(target=server.run, name="http", daemon=True)
+        thread.start()
+
+        def stop_http() -> None:
+            server.should_exit = True
+            thread.join(HTTP_STOP_SECONDS + 1)
+        self._opened.callback(stop_http)
         deadline = time.monotonic() + 10
-        while not self.http_server.started and thread.is_alive() and time.monotonic() < deadline:
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
-        if not self.http_server.started:
+        if not server.started:
             raise StartupError(f"the HTTP server could not listen on {self.config.http.listen} "
                                f"(http.listen): is the port taken?")
 
-    def _auth_loop(self) -> None:
+    def check_auth(self) -> None:
+        """One round of connector credential checks, for /readyz. A check that fails for another
+        reason than the remote's answer is shown too, and crashes the round for the supervisor."""
         assert self.engine is not None
-        while True:
-            for name, runtime in self.engine.runtimes.items():
-                try:
-                    runtime.connector.check_auth()
-                    self.auth_status[name] = "ok"
-                except RemoteError as error:
-                    self.auth_status[name] = str(error)
-                    log.error("connector check failed", extra={"connector": name, "error": str(error)})
-            if self._stop.wait(AUTH_RECHECK_SECONDS):
-                return
+        for name, runtime in self.engine.runtimes.items():
+            try:
+                runtime.connector.check_auth()
+                self.auth_status[name] = "ok"
+            except RemoteError as error:
+                self.auth_status[name] = str(error)
+                log.error("connector check failed", extra={"connector": name, "error": str(error)})
+            except Exception as error:
+                self.auth_status[name] = f"the check itself failed: {type(error).__name__}: {error}"
+                raise
 
     # -- health ----------------------------------------------------------------------------------
     def readiness(self) -> dict[str, Any]:
-        report: dict[str, Any] = {"ready": True, "store": "ok", "connectors": {}}
+        """What /readyz answers: the store, each connector, each loop. A store that cannot be
+        read makes it not ready with the reason, never an error of its own."""
+        report: dict[str, Any] = {"ready": True, "store": "ok", "connectors": {},
+                                  "loops": self.supervisor.states()}
         try:
             with self.db.connect() as connection:
                 connection.execute(text("SELECT 1"))
-            current, head = db.current_revision(self.db), db.head_revision()
-            if current != head:
-                report.update(ready=False, store=f"schema at {current}, needs {head}")
+            current = db.current_revision(self.db)
+            if current != self.schema_head:
+                report.update(ready=False, store=f"schema at {current or 'nothing (no syncd tables)'}"
+                                                 f", needs {self.schema_head}")
+                return report
+            with db.transaction(self.sessions, readonly=True) as session:
+                cursors = {name: sync_service.get_cursor(session=session, connector=name)
+                           for name in self.config.connectors}
         except Exception as error:
-            report.update(ready=False, store=f"unreachable: {type(error).__name__}")
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+            report.update(ready=False, store=f"unreachable: {type(error).__name__}"
+                                             + (f": {reason[0]}" if reason else ""))
             return report
-        with db.transaction(self.sessions, readonly=True) as session:
-            for name in self.config.connectors:
-                cursor = sync_service.get_cursor(session=session, connector=name)
-                auth = self.auth_status.get(name, "pending")
-                paused = cursor.paused_reason if cursor else None
-                report["connectors"][name] = {"auth": auth, "paused": paused}
-                if auth != "ok" or paused:
-                    report["ready"] = False
-        dead = [name for name, alive in (self.engine.alive_workers() if self.engine else {}).items()
-                if not alive]
-        if dead:
-            report.update(ready=False, dead_workers=dead)
+        for name, cursor in cursors.items():
+            auth = self.auth_status.get(name, "pending")
+            paused = cursor.paused_reason if cursor else None
+            report["connectors"][name] = {"auth": auth, "paused": paused}
+            if auth != "ok" or paused:
+                report["ready"] = False
+        if not self.supervisor.healthy():
+            report["ready"] = False
         return report
 
     # -- lifecycle -------------------------------------------------------------------------------
     def run_until_signalled(self) -> None:
-        """Foreground run: SIGTERM or SIGINT stop it cleanly; SIGHUP reloads the mappings."""
-        stop = threading.Event()
+        """Foreground run: SIGTERM or SIGINT stop it cleanly; SIGHUP reloads the mappings. The
+        handlers only set flags, installed before anything opens: a signal during the start is
+        acted on once running, and can never interrupt the start half-way."""
+        stop, reload = threading.Event(), threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.mappings.reload())
-        self.open()
-        self.start()
-        log.info("syncd running", extra={"listen": self.config.http.listen,
-                                         "connectors": ",".join(self.config.connectors)})
-        while not stop.wait(0.5):
-            pass
-        log.info("stopping")
-        self.stop()
+        signal.signal(signal.SIGHUP, lambda *_: reload.set())
+        try:
+            self.open()
+            self.start()
+            log.info("syncd running", extra={"listen": self.config.http.listen,
+                                             "connectors": ",".join(self.config.connectors),
+                                             "process_id": self.worker_id})
+            while not stop.wait(0.2):
+                if reload.is_set():
+                    reload.clear()
+                    self.mappings.reload()
+            log.info("stopping")
+        finally:
+            self.stop()
 
     def stop(self) -> None:
-        """A clean stop within SHUTDOWN_SECONDS: workers finish or hand back what they hold."""
-        deadline = time.monotonic() + SHUTDOWN_SECONDS
-        self._stop.set()
-        if self.engine is not None:
-            self.engine.stop(timeout=SHUTDOWN_SECONDS - 5)
-        if self.http_server is not None:
-            self.http_server.should_exit = True
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if self.engine is not None:
-            for runtime in self.engine.runtimes.values():
-                runtime.connector.close()
-        if hasattr(self, "db"):
-            self.db.dispose()
-        if self.sqlite_lock:
-            self.sqlite_lock.release()
+        """A clean stop within SHUTDOWN_SECONDS: loops finish or hand back what they hold, then
+        the HTTP server, the heartbeat, the connectors, the store and the SQLite lock go, in the
+        reverse order open() and start() took them. Safe after a failed or partial start, and
+        one that fails (the store went away) is logged and does not keep the rest held."""
+        try:
+            self._opened.close()        # runs every callback even when one raises
+        except Exception:
+            log.exception("a part of the daemon did not stop cleanly")

@@ -44,3 +44,24 @@ WORKER_RESTARTS = Counter(
 RESPONSE_RELOADS = Counter(
     "syncd_response_reloads_total", "Response file reloads, by outcome (applied/rejected).",
     ["outcome"], registry=REGISTRY)
+WORKER_STATE = Gauge(
+    "syncd_worker_up",
+    "1 while a supervised loop works normally (running, or standing by for a lock another replica "
+    "holds); 0 while it is restarting after a crash, stuck past its cycle timeout, or stopped.",
+    ["worker"], registry=REGISTRY)
+STUCK_CYCLES = Counter(
+    "syncd_worker_stuck_cycles_total", "Loop cycles that ran longer than their timeout.",
+    ["worker"], registry=REGISTRY)
+HINTS_DROPPED = Counter(
+    "syncd_hints_dropped_total",
+    "Webhook hints dropped because the hint queue was full; the connector polls at once instead.",
+    ["connector"], registry=REGISTRY)
+CLAIMS_RECOVERED = Counter(
+    "syncd_claims_recovered_total",
+    "In-flight rows taken back from a claimer that ended: reason process_gone (its process "
+    "stopped beating) or lease_ended (its lease ran out).",
+    ["queue", "reason"], registry=REGISTRY)
+CLAIMS_ORPHANED = Gauge(
+    "syncd_claims_orphaned",
+    "In-flight rows whose claiming process is gone, waiting to be taken back.",
+    ["queue"], registry=REGISTRY)

@@ -14,7 +14,7 @@ import requests
 from sqlalchemy import text
 
 from syncd.engine import service as sync_service
-from syncd.engine.ownership import advisory_key, poller_key
+from syncd.store.locks import SingletonLock, advisory_key, poller_key
 from syncd.incidents import service as incident_service
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
@@ -127,10 +127,9 @@ def test_advisory_keys_are_stable_and_distinct():
 
 def test_only_one_of_two_owners_polls_and_the_other_takes_over(postgres_store):
     store = postgres_store
-    from syncd.engine.ownership import PollerOwnership
-    first = PollerOwnership(store.engine, "jira")
+    first = SingletonLock(store.engine, "poller:jira")
     second_engine = db.open_engine(store.url)
-    second = PollerOwnership(second_engine, "jira")
+    second = SingletonLock(second_engine, "poller:jira")
     try:
         assert first.holds() and first.holds()
         assert not second.holds()

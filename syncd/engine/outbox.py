@@ -65,7 +65,8 @@ class OutboxDelivery:
 
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
                  clock: Clock, backoff: queue.Backoff = queue.Backoff(),
-                 lease: timedelta = timedelta(minutes=2),
+                 lease: timedelta = timedelta(minutes=2), process: str = "",
+                 dead_processes: Callable[[], list[str]] = list,
                  after_remote_write: Callable[[OutboxItem], None] | None = None,
                  inbound: InboundSync | None = None):
         self.sessions = sessions
@@ -73,6 +74,8 @@ class OutboxDelivery:
         self.clock = clock
         self.backoff = backoff
         self.lease = lease
+        self.process = process                  # claims name it: they end when it stops beating
+        self.dead_processes = dead_processes    # processes whose claims may be taken back now
         # Fault hook for tests: runs after the remote write and before its commit.
         self.after_remote_write = after_remote_write
         # Applies what a late delivery's re-read found, exactly as a poll would.
@@ -84,7 +87,8 @@ class OutboxDelivery:
         ``stopping`` says so, the rows not yet started are handed back for another worker."""
         with transaction(self.sessions) as session:
             items = sync_service.claim_due(session=session, worker=worker, now=self.clock.now(),
-                                      lease=self.lease, limit=limit)
+                                      lease=self.lease, limit=limit, process=self.process,
+                                      dead_processes=self.dead_processes())
             session.expunge_all()
         for index, item in enumerate(items):
             if stopping():

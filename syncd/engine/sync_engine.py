@@ -1,18 +1,17 @@
-"""The engine's loop: pollers, webhook hints and outbox workers as supervised threads.
+"""The sync engine of one process: inbound, outbound, and the incident commands that feed it.
 
-Tests drive the same steps synchronously through :meth:`Engine.run_cycle` instead of threads.
-A worker that crashes is logged, counted and restarted with backoff: the process never goes on
-silently with a dead worker.
+Its work is a few synchronous steps (:meth:`SyncEngine.run_cycle`, :meth:`poll`,
+:meth:`drain_hints`, :meth:`deliver_all_due`) that tests and `syncd reconcile` drive directly;
+:meth:`SyncEngine.register` hands the same steps to the supervisor as loops in a running daemon.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
-from queue import Empty, Queue
+from queue import Empty, Full, Queue
 from typing import Callable, Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,32 +21,35 @@ from syncd.connectors.base import RemoteError
 from syncd.engine import service as sync_service
 from syncd.engine.connector_runtime import ConnectorRuntime
 from syncd.engine.outbox import OutboxDelivery
-from syncd.engine.ownership import PollerOwnership
+from syncd.engine.supervisor import Loop, Supervisor
 from syncd.engine.sync import InboundSync
 from syncd.incidents.commands import IncidentCommands
 from syncd.metrics import (
     CONNECTOR_PAUSED,
     DEAD_LETTERS,
+    HINTS_DROPPED,
     OUTBOX_PENDING,
     SYNC_LAG_SECONDS,
-    WORKER_RESTARTS,
 )
 from syncd.store import queue
 from syncd.store.db import transaction
+from syncd.store.locks import SingletonLock
 
 log = logging.getLogger(__name__)
+
+HINT_BATCH = 100          # remote ids per read of drained hints: bounds the IN list of one read
 
 
 @dataclass(frozen=True)
 class EngineSettings:
     outbox_workers: int = 4
-    outbox_batch: int = 10
+    outbox_batch: int = 3                  # rows per claim: a dead worker strands few of them
     outbox_idle_wait: float = 1.0          # seconds a worker waits when nothing is due
     lease: timedelta = timedelta(minutes=2)
     backoff: queue.Backoff = queue.Backoff()
     keep_done_rows: timedelta = timedelta(hours=1)   # delivered outbox rows, for inspection
-    worker_restart_initial: float = 1.0     # seconds before the first restart of a crashed worker
-    worker_restart_max: float = 60.0
+    hint_queue: int = 1000                 # queued webhook hints; beyond it they are dropped
+    housekeeping_interval: float = 5.0     # seconds between gauge reads and pruning
     reconcile_after_downtime: timedelta | None = timedelta(minutes=10)
     pause_share: float | None = 0.2
     pause_min_links: int = 20
@@ -58,26 +60,32 @@ class SyncEngine:
 
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
                  clock: Clock, settings: EngineSettings = EngineSettings(), worker_id: str = "syncd",
-                 ownership: Callable[[str], PollerOwnership] | None = None):
+                 locks: Callable[[str], SingletonLock] | None = None,
+                 dead_processes: Callable[[], list[str]] = list):
         self.sessions = sessions
         self.runtimes = dict(runtimes)
         self.clock = clock
         self.settings = settings
-        self.worker_id = worker_id
-        self.hints: Queue[tuple[str, str]] = Queue()
+        self.worker_id = worker_id          # this process's id: its claims carry it
+        self.hints: Queue[tuple[str, str]] = Queue(maxsize=settings.hint_queue)
         self.inbound = InboundSync(sessions=sessions, runtimes=self.runtimes, clock=clock,
                                    pause_share=settings.pause_share,
                                    pause_min_links=settings.pause_min_links,
                                    on_stale=self.hint)
-        # Who may poll each connector (replicas on PostgreSQL); None: this process always may.
-        self.ownership = {name: ownership(name) for name in self.runtimes} if ownership else {}
+        # Singleton loops run where their lock is held (replicas on PostgreSQL); without locks
+        # this process holds them all.
+        self.locks = ({name: locks(name) for name in
+                       [*(f"poller:{connector}" for connector in self.runtimes), "housekeeping"]}
+                      if locks else {})
         self.outbox = OutboxDelivery(sessions=sessions, runtimes=self.runtimes, clock=clock,
-                                     backoff=settings.backoff, lease=settings.lease)
+                                     backoff=settings.backoff, lease=settings.lease,
+                                     process=worker_id, dead_processes=dead_processes,
+                                     inbound=self.inbound)
         self.commands = IncidentCommands(sessions=sessions, runtimes=self.runtimes, clock=clock)
         self._work_ready = threading.Event()
+        self._hinted = threading.Event()
         self._poll_now = {name: threading.Event() for name in self.runtimes}
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._stopping: Callable[[], bool] = lambda: False
 
     # -- synchronous steps (tests, `syncd reconcile`) -----------------------------------------
     def deliver_all_due(self, worker: str | None = None) -> int:
@@ -101,11 +109,11 @@ class SyncEngine:
     def poll(self, connector: str) -> int:
         """One poll of a connector, after re-reading any inbound dead letters an operator asked to
         retry; a remote failure is logged and left for the next poll."""
-        owner = self.ownership.get(connector)
+        lock = self.locks.get(f"poller:{connector}")
         try:
             self.inbound.retry_dead_inbound(connector)
             applied = self.inbound.poll(connector,
-                                        still_owner=owner.holds if owner else (lambda: True))
+                                        still_owner=lock.holds if lock else (lambda: True))
         except RemoteError as error:
             log.warning("poll failed", extra={"connector": connector, "error": str(error)})
             return 0
@@ -118,13 +126,22 @@ class SyncEngine:
         self._work_ready.set()
 
     def hint(self, connector: str, remote_id: str) -> None:
-        """A webhook said a record changed; the hint worker re-reads it."""
-        self.hints.put((connector, remote_id))
+        """A webhook said a record changed; the hint worker re-reads it. When the queue is full
+        the hint is dropped and the connector polls now: a hint only accelerates, the poll finds
+        the change anyway."""
+        try:
+            self.hints.put_nowait((connector, remote_id))
+        except Full:
+            HINTS_DROPPED.labels(connector).inc()
+            if connector in self._poll_now:
+                self._poll_now[connector].set()
+            return
+        self._hinted.set()
 
-    def drain_hints(self, first: tuple[str, str] | None = None) -> int:
-        """Apply every queued hint now (after ``first``, already taken off the queue), as one
-        batch per connector; returns hints taken."""
-        taken: list[tuple[str, str]] = [first] if first else []
+    def drain_hints(self) -> int:
+        """Apply every queued hint now, in batches of at most HINT_BATCH records per connector;
+        returns hints taken."""
+        taken: list[tuple[str, str]] = []
         while True:
             try:
                 taken.append(self.hints.get_nowait())
@@ -134,7 +151,9 @@ class SyncEngine:
         for connector, remote_id in taken:
             by_connector.setdefault(connector, {})[remote_id] = None   # dedupe, keep order
         for connector, remote_ids in by_connector.items():
-            self._apply_hints(connector, list(remote_ids))
+            ids = list(remote_ids)
+            for start in range(0, len(ids), HINT_BATCH):
+                self._apply_hints(connector, ids[start:start + HINT_BATCH])
         return len(taken)
 
     def _apply_hints(self, connector: str, remote_ids: list[str]) -> None:
@@ -162,65 +181,11 @@ class SyncEngine:
             if cursor and cursor.last_poll_at:
                 SYNC_LAG_SECONDS.labels(name).set(max(0.0, (now - cursor.last_poll_at).total_seconds()))
 
-    # -- threads ---------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._stop.clear()
-        for name, runtime in self.runtimes.items():
-            self._spawn(f"poller-{name}", self._poll_loop(name, runtime))
-        self._spawn("hints", self._hint_loop)
-        for n in range(self.settings.outbox_workers):
-            self._spawn(f"outbox-{n}", self._outbox_loop(f"{self.worker_id}/outbox-{n}"))
-        self._spawn("gauges", self._gauge_loop)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop claiming work and let in-flight deliveries finish, all within ``timeout``."""
-        self._stop.set()
-        self._work_ready.set()
-        for event in self._poll_now.values():
-            event.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads.clear()
-
-    def alive_workers(self) -> dict[str, bool]:
-        return {thread.name: thread.is_alive() for thread in self._threads}
-
-    def _spawn(self, name: str, body: Callable[[], None]) -> None:
-        thread = threading.Thread(target=self._supervised, args=(name, body), name=name, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _supervised(self, name: str, body: Callable[[], None]) -> None:
-        delay = self.settings.worker_restart_initial
-        while not self._stop.is_set():
-            try:
-                body()
-                return
-            except Exception:
-                WORKER_RESTARTS.labels(name).inc()
-                log.exception("worker crashed; restarting", extra={"worker": name,
-                                                                   "restart_in": delay})
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.settings.worker_restart_max)
-
-    def _poll_loop(self, name: str, runtime: ConnectorRuntime) -> Callable[[], None]:
-        def loop() -> None:
-            owner = self.ownership.get(name)
-            checked_downtime = False
-            try:
-                while not self._stop.is_set():
-                    if owner is None or owner.holds():
-                        if not checked_downtime:
-                            self.reconcile_after_downtime(name)
-                            checked_downtime = True
-                        self.poll(name)
-                    self._poll_now[name].wait(runtime.poll_interval.total_seconds())
-                    self._poll_now[name].clear()
-            finally:
-                if owner is not None:
-                    owner.release()
-        return loop
+    def prune_outbox(self) -> int:
+        """Delete delivered rows kept past their inspection time; a full batch means more wait."""
+        with transaction(self.sessions) as session:
+            return sync_service.prune_done(session=session,
+                                           before=self.clock.now() - self.settings.keep_done_rows)
 
     def reconcile_after_downtime(self, connector: str) -> bool:
         """After a long gap in polling (the daemon was down), a poll's window may have missed what
@@ -245,33 +210,41 @@ class SyncEngine:
         self._work_ready.set()
         return True
 
-    def _hint_loop(self) -> None:
-        """Wait for a hint, then take it with every other one queued meanwhile as one batch."""
-        while not self._stop.is_set():
-            try:
-                first = self.hints.get(timeout=0.5)
-            except Empty:
-                continue
-            self.drain_hints(first)
+    # -- loops -----------------------------------------------------------------------------------
+    def register(self, supervisor: Supervisor) -> None:
+        """Hand the engine's loops to the supervisor: a poller per connector and housekeeping
+        (singletons, where their lock is held), the hint worker, the outbox workers, gauges."""
+        self._stopping = supervisor.stopping.is_set
+        for name, runtime in self.runtimes.items():
+            supervisor.add(Loop(f"poller-{name}", self._poller(name),
+                                interval=runtime.poll_interval.total_seconds(),
+                                wake=self._poll_now[name], lock=self.locks.get(f"poller:{name}")))
+        supervisor.add(Loop("hints", self.drain_hints, interval=1.0, wake=self._hinted))
+        for n in range(self.settings.outbox_workers):
+            supervisor.add(Loop(f"outbox-{n}", self._outbox_worker(f"{self.worker_id}/outbox-{n}"),
+                                interval=self.settings.outbox_idle_wait, wake=self._work_ready,
+                                timeout=self.settings.lease.total_seconds()))
+        supervisor.add(Loop("gauges", self.update_gauges,
+                            interval=self.settings.housekeeping_interval))
+        supervisor.add(Loop("housekeeping", self.prune_outbox,
+                            interval=self.settings.housekeeping_interval,
+                            lock=self.locks.get("housekeeping")))
 
-    def _outbox_loop(self, worker: str) -> Callable[[], None]:
-        def loop() -> None:
-            while not self._stop.is_set():
-                # Clear before looking, so a wake-up that arrives while we look is not lost.
-                self._work_ready.clear()
-                if self.outbox.deliver_due(worker, limit=self.settings.outbox_batch,
-                                           stopping=self._stop.is_set):
-                    continue
-                self._work_ready.wait(self.settings.outbox_idle_wait)
-        return loop
+    def _poller(self, connector: str) -> Callable[[], int]:
+        """One poll per cycle; the first cycle as the connector's poller checks for downtime."""
+        checked_downtime = False
 
-    def _gauge_loop(self) -> None:
-        """Housekeeping every few seconds: gauges from the store, delivered rows pruned."""
-        while not self._stop.wait(5.0):
-            self.update_gauges()
-            self.prune_outbox()
+        def cycle() -> int:
+            nonlocal checked_downtime
+            if not checked_downtime:
+                self.reconcile_after_downtime(connector)
+                checked_downtime = True
+            self.poll(connector)
+            return 0
+        return cycle
 
-    def prune_outbox(self) -> int:
-        with transaction(self.sessions) as session:
-            return sync_service.prune_done(session=session,
-                                      before=self.clock.now() - self.settings.keep_done_rows)
+    def _outbox_worker(self, worker: str) -> Callable[[], int]:
+        def cycle() -> int:
+            return self.outbox.deliver_due(worker, limit=self.settings.outbox_batch,
+                                           stopping=self._stopping)
+        return cycle

@@ -3,7 +3,7 @@ transforms and hot reload. Pure: the only I/O is reading the mapping files thems
 
 from syncd.mapping.loader import default_mapping_path, load_mapping, parse_mapping, validate_files
 from syncd.mapping.model import Mapping, MappingError, Problem, UnmappableValue
-from syncd.mapping.reload import MappingSet, MappingWatcher, ReloadResult
+from syncd.mapping.reload import MappingSet, ReloadResult
 
-__all__ = ["Mapping", "MappingError", "MappingSet", "MappingWatcher", "Problem", "ReloadResult",
+__all__ = ["Mapping", "MappingError", "MappingSet", "Problem", "ReloadResult",
            "UnmappableValue", "default_mapping_path", "load_mapping", "parse_mapping", "validate_files"]

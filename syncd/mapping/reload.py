@@ -1,9 +1,8 @@
 """Hot reload: the active mapping of each connector, swapped only for a valid edit.
 
-An admin edits a mapping file while the daemon runs. ``MappingSet.reload()`` (called by
-:class:`MappingWatcher` every few seconds and by the daemon on SIGHUP) re-reads files whose
-stat changed, skips those whose content hash did not, and swaps in a new mapping only when it
-validates; a broken edit is logged and counted, and the previous mapping stays active.
+An admin edits a mapping file while the daemon runs. ``MappingSet.reload()`` (the daemon's
+supervised "mappings" loop every few seconds, and SIGHUP) re-reads files whose stat changed, skips
+those whose content hash did not, and swaps in a new mapping only when it validates; a broken edit is logged and counted, and the previous mapping stays active.
 """
 
 from __future__ import annotations
@@ -124,20 +123,3 @@ class MappingSet:
         log.error("mapping edit rejected; the previous mapping stays active",
                   extra={"connector": connector, "path": str(watched.path),
                          "problems": [str(p) for p in problems]})
-
-
-class MappingWatcher(threading.Thread):
-    """Calls ``MappingSet.reload()`` every ``interval`` seconds until ``stop`` is set."""
-
-    def __init__(self, mapping_set: MappingSet, *, interval: float, stop: threading.Event):
-        super().__init__(name="mapping-watcher", daemon=True)
-        self.mapping_set = mapping_set
-        self.interval = interval
-        self.stop_event = stop
-
-    def run(self) -> None:
-        while not self.stop_event.wait(self.interval):
-            try:
-                self.mapping_set.reload()
-            except Exception:          # a watcher that dies silently would freeze mappings
-                log.exception("mapping reload failed; retrying next interval")

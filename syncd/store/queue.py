@@ -9,15 +9,19 @@ cannot renew, complete or fail it (invariant 5). Backoff lives here once.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Integer, Select, String, Text, and_, or_
+from sqlalchemy import Integer, Select, String, Text, and_, func, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from syncd.metrics import CLAIMS_RECOVERED
 from syncd.store.errors import NotFound, StoreError
+
+log = logging.getLogger(__name__)
 
 QUEUE_STATES = ("pending", "in_flight", "done", "dead")
 OPEN_STATES = ("pending", "in_flight")
@@ -81,11 +85,12 @@ def claim(*, session: Session, query: Select, worker: str, process: str, now: da
           lease: timedelta, limit: int) -> list[Any]:
     """Claim the rows ``query`` selects (it must already filter with :func:`due_condition`), at
     most ``limit``, skipping rows another transaction holds. A row taken from a claimer that
-    ended counts that claimer's attempt."""
+    ended counts that claimer's attempt, and is logged and counted: that wait is otherwise silent."""
     rows = list(session.scalars(query.limit(limit).with_for_update(skip_locked=True)))
     for row in rows:
         if row.state == "in_flight":
             row.attempts += 1
+            _log_taken_back(row, now)
         row.state = "in_flight"
         row.claimed_by = worker
         row.claimed_by_process = process
@@ -95,6 +100,26 @@ def claim(*, session: Session, query: Select, worker: str, process: str, now: da
         row.updated_at = now
     session.flush()
     return rows
+
+
+def _log_taken_back(row: Any, now: datetime) -> None:
+    reason = "lease_ended" if row.claimed_until is None or row.claimed_until < now else "process_gone"
+    CLAIMS_RECOVERED.labels(row.__tablename__, reason).inc()
+    log.warning("took back a claim whose claimer ended", extra={
+        "queue": row.__tablename__, "row": row.id, "reason": reason, "worker": row.claimed_by,
+        "process_id": row.claimed_by_process,
+        "in_flight_seconds": int((now - row.updated_at).total_seconds()) if row.updated_at else None})
+
+
+def orphaned(*, session: Session, model: type[ClaimableRow], alive: Select) -> dict[str, int]:
+    """{process: in-flight rows} for claims whose process is not among ``alive`` (a select of
+    process names): the rows :func:`due_condition` may take back at once."""
+    rows = session.execute(
+        select(model.claimed_by_process, func.count())
+        .where(model.state == "in_flight", model.claimed_by_process.is_not(None),
+               model.claimed_by_process.not_in(alive))
+        .group_by(model.claimed_by_process))
+    return {process: count for process, count in rows}
 
 
 def claim_of(row: ClaimableRow) -> Claim:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
-from syncd.mapping import MappingError, MappingSet, MappingWatcher
+from syncd.mapping import MappingError, MappingSet
 from syncd.mapping.loader import default_mapping_path
 from syncd.metrics import REGISTRY
 
@@ -105,21 +104,3 @@ def test_an_invalid_mapping_at_startup_is_refused_with_every_problem(tmp_path):
 def test_asking_for_an_unconfigured_connector_names_it(mappings):
     with pytest.raises(KeyError, match="no mapping for connector 'zendesk'"):
         mappings.get("zendesk")
-
-
-def test_the_watcher_applies_an_edit_by_itself_and_stops_when_told(mappings, jira_file):
-    stop = threading.Event()
-    watcher = MappingWatcher(mappings, interval=0.01, stop=stop)
-    edit(jira_file, jira_file.read_text().replace("Lowest: P5", "Trivial: P5"))
-    watcher.start()
-    try:
-        deadline = threading.Event()
-        for _ in range(500):            # wait for the condition, up to ~5 s
-            if "Trivial" in (mappings.get("jira").rule_for("priority").value_map or {}):
-                break
-            deadline.wait(0.01)
-        assert mappings.get("jira").to_canonical({"priority": "Trivial"}) == {"priority": "P5"}
-    finally:
-        stop.set()
-        watcher.join(timeout=5)
-    assert not watcher.is_alive()

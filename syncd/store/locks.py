@@ -1,7 +1,8 @@
-"""Which replica polls a connector. On PostgreSQL it is whoever holds the connector's advisory lock,
-as in GoAlert: the lock lives on one dedicated connection, so when a replica dies its connection
-closes, PostgreSQL releases the lock, and the next replica to ask becomes the poller. SQLite serves
-one process (a file lock refuses a second daemon), so there the process always polls."""
+"""Singleton locks: a loop that must run in one replica at a time (a connector's poller,
+housekeeping) runs where its lock is held. On PostgreSQL the lock is an advisory lock on one
+dedicated connection, as in GoAlert: when a replica dies its connection closes, PostgreSQL releases
+the lock, and the next replica to ask takes over. SQLite serves one process (a file lock refuses a
+second daemon), so there the process holds every lock."""
 
 from __future__ import annotations
 
@@ -21,12 +22,22 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def lock_key(schema: str, name: str) -> int:
+    """The advisory lock key of the lock ``name`` ("poller:jira", "housekeeping") in the store
+    living in ``schema``. Advisory locks are database-wide: two deployments whose stores are two
+    schemas of one database must not take each other's locks. The schema goes after the lock's
+    kind, so pollers keep the keys earlier versions used (no two pollers in a rolling upgrade)."""
+    kind, _, subject = name.partition(":")
+    return advisory_key(f"{kind}:{schema}:{subject}" if subject else f"{kind}:{schema}")
+
+
 def poller_key(schema: str, connector: str) -> int:
-    """The advisory lock key of a connector's poller in the store living in ``schema``."""
-    return advisory_key(f"poller:{schema}:{connector}")
+    return lock_key(schema, f"poller:{connector}")
 
 
-class PollerOwnership:
+class SingletonLock:
+    """One named lock for this process; ``holds()`` takes it when it is free."""
+
     def __init__(self, db: Engine, name: str):
         self.db = db
         self.name = name
@@ -39,7 +50,7 @@ class PollerOwnership:
         return self.db.dialect.name == "postgresql"
 
     def holds(self) -> bool:
-        """True when this process may poll now; tries to take the lock if it has not got it.
+        """True when this process holds the lock now; tries to take it if it has not got it.
         "Someone else has it" is a normal answer, not an error."""
         if not self.exclusive:
             return True
@@ -49,17 +60,15 @@ class PollerOwnership:
                     self._connection.execute(text("SELECT 1"))
                     return True
                 except Exception:          # the connection died, and the lock with it
-                    log.warning("lost the poller lock's connection", extra={"connector": self.name})
+                    log.warning("lost a singleton lock's connection", extra={"lock": self.name})
                     self._drop()
             # Autocommit: the connection must not sit "idle in transaction" while it holds the
             # lock (servers with idle_in_transaction_session_timeout would kill it).
             connection = self.db.connect().execution_options(isolation_level="AUTOCOMMIT")
             try:
                 if self.key is None:
-                    # Advisory locks are database-wide: two deployments whose stores are two
-                    # schemas of one database must not take each other's poller locks.
                     schema = connection.execute(text("SELECT current_schema()")).scalar()
-                    self.key = poller_key(schema, self.name)
+                    self.key = lock_key(schema, self.name)
                 got = connection.execute(text("SELECT pg_try_advisory_lock(:key)"),
                                          {"key": self.key}).scalar()
             except Exception:
@@ -69,7 +78,7 @@ class PollerOwnership:
                 connection.close()
                 return False
             self._connection = connection
-            log.info("took over polling", extra={"connector": self.name})
+            log.info("took a singleton lock", extra={"lock": self.name})
             return True
 
     def release(self) -> None:
