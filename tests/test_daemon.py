@@ -97,6 +97,13 @@ def test_a_crashed_worker_is_restarted_with_backoff_and_counted(store, clock):
         supervisor.stop()
 
 
+def replace_file(path, text: str) -> None:
+    """Write ``text`` to ``path`` in one step (a rename), as editors and git do."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(text)
+    os.replace(staged, path)
+
+
 def test_a_broken_mapping_edit_is_refused_live_and_a_good_one_applied(tmp_path):
     sn = ServiceNowSimulator().start()
     mapping = tmp_path / "servicenow.yaml"
@@ -121,7 +128,9 @@ def test_a_broken_mapping_edit_is_refused_live_and_a_good_one_applied(tmp_path):
 
     try:
         wait_until("the daemon to serve", lambda: reloads("applied") >= 0)
-        mapping.write_text(original.replace("canonical: title", "canonical: titel", 1))
+        # Edits land whole (as an editor or `git checkout` writes them): a half-written file
+        # read by the reload loop would be judged, and counted, on its own.
+        replace_file(mapping, original.replace("canonical: title", "canonical: titel", 1))
         process.send_signal(signal.SIGHUP)
         wait_until("the broken edit to be refused", lambda: reloads("rejected") == 1)
         sn.human_create({"short_description": "still mapped", "impact": "3", "urgency": "3"})
@@ -129,7 +138,7 @@ def test_a_broken_mapping_edit_is_refused_live_and_a_good_one_applied(tmp_path):
         wait_until("the old mapping to keep working", lambda: [i["title"] for i in requests.get(
             f"{base}/api/v1/incidents", headers=headers, timeout=2).json()["incidents"]]
             == ["still mapped"])
-        mapping.write_text(original.replace("# ", "#  ", 1))
+        replace_file(mapping, original.replace("# ", "#  ", 1))
         process.send_signal(signal.SIGHUP)
         wait_until("the good edit to be applied", lambda: reloads("applied") == 1)
         process.send_signal(signal.SIGTERM)
@@ -269,7 +278,7 @@ def test_the_daemon_runs_every_loop_under_the_supervisor_and_applies_a_mapping_e
         wait_until("every loop's first cycle", lambda: {
             state["state"] for state in daemon.readiness()["loops"].values()} == {"running"})
         before = daemon.mappings.get("servicenow")
-        mapping.write_text(mapping.read_text().replace("# ", "#  ", 1))     # no SIGHUP
+        replace_file(mapping, mapping.read_text().replace("# ", "#  ", 1))     # no SIGHUP
         wait_until("the edit to be applied", lambda: daemon.mappings.get("servicenow") is not before)
     finally:
         daemon.stop()
