@@ -89,10 +89,16 @@ class Daemon:
         self.schema_head = db.head_revision()   # read from the package once, not per probe
         self.sessions = db.session_factory(self.db)
         from syncd.mapping import MappingError
+        from syncd.response_files import ResponseFileError, ResponseFiles
         try:
             self.mappings = MappingSet({name: c.mapping for name, c in self.config.connectors.items()})
         except MappingError as error:
             raise ConfigurationProblem(f"invalid mapping: {error}") from None
+        try:
+            # Read again (config loading validated them): an edit since then counts.
+            self.responses = ResponseFiles(self.config.response.files)
+        except ResponseFileError as error:
+            raise ConfigurationProblem(f"invalid response file: {error}") from None
         for name, settings in self.config.connectors.items():
             system = self.mappings.get(name).system
             if system != settings.type:
@@ -138,7 +144,7 @@ class Daemon:
         self.engine.register(self.supervisor)
         self.supervisor.add(Loop("heartbeat", self.heartbeats.beat, interval=HEARTBEAT_SECONDS))
         self.supervisor.add(Loop("auth-check", self.check_auth, interval=AUTH_RECHECK_SECONDS))
-        self.supervisor.add(Loop("mappings", self.mappings.reload, interval=MAPPING_RELOAD_SECONDS))
+        self.supervisor.add(Loop("reload", self.reload_files, interval=MAPPING_RELOAD_SECONDS))
         self._opened.callback(self.supervisor.stop, SHUTDOWN_SECONDS - HTTP_STOP_SECONDS)
         self.supervisor.start()
 
@@ -165,6 +171,12 @@ class Daemon:
         if not server.started:
             raise StartupError(f"the HTTP server could not listen on {self.config.http.listen} "
                                f"(http.listen): is the port taken?")
+
+    def reload_files(self) -> None:
+        """Re-read changed mapping and response files (every few seconds and on SIGHUP); a broken
+        edit keeps what was active. Returns nothing: a reload never leaves more work waiting."""
+        self.mappings.reload()
+        self.responses.reload()
 
     def check_auth(self) -> None:
         """One round of connector credential checks, for /readyz. A check that fails for another
@@ -215,7 +227,8 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------------------------
     def run_until_signalled(self) -> None:
-        """Foreground run: SIGTERM or SIGINT stop it cleanly; SIGHUP reloads the mappings. The
+        """Foreground run: SIGTERM or SIGINT stop it cleanly; SIGHUP reloads the mappings and the
+        response files. The
         handlers only set flags, installed before anything opens: a signal during the start is
         acted on once running, and can never interrupt the start half-way."""
         stop, reload = threading.Event(), threading.Event()
@@ -231,7 +244,7 @@ class Daemon:
             while not stop.wait(0.2):
                 if reload.is_set():
                     reload.clear()
-                    self.mappings.reload()
+                    self.reload_files()
             log.info("stopping")
         finally:
             self.stop()

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import requests
@@ -22,7 +23,7 @@ from syncd.engine.connector_runtime import ConnectorRuntime
 from syncd.engine.supervisor import Supervisor
 from syncd.engine.sync_engine import EngineSettings, SyncEngine
 from syncd.incidents import service as incident_service
-from syncd.metrics import WORKER_RESTARTS
+from syncd.metrics import RESPONSE_RELOADS, WORKER_RESTARTS
 from syncd.simulators.base import Fault
 from syncd.simulators.jira import JiraSimulator
 from syncd.simulators.servicenow import ServiceNowSimulator
@@ -255,6 +256,17 @@ def test_readyz_is_503_with_the_reason_when_the_store_is_gone(postgres_store, tm
         sn.stop()
 
 
+PEOPLE = """
+users:
+  - id: alice
+    name: Alice Adams
+    email: alice@example.com
+    time_zone: Europe/Berlin
+    contacts: {mail: "mailto://mail.example.com?to=alice@example.com"}
+    rules: {high: [{contact: mail, after: 0m}]}
+"""
+
+
 def test_the_daemon_runs_every_loop_under_the_supervisor_and_applies_a_mapping_edit_alone(
         tmp_path, monkeypatch):
     sn = ServiceNowSimulator().start()
@@ -263,7 +275,10 @@ def test_the_daemon_runs_every_loop_under_the_supervisor_and_applies_a_mapping_e
     from syncd.mapping import default_mapping_path
     mapping = tmp_path / "servicenow.yaml"
     mapping.write_text(default_mapping_path("servicenow").read_text())
-    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'loops.db'}", sn_url=sn.base_url)
+    people = tmp_path / "people.yaml"
+    people.write_text(PEOPLE)
+    path = write_config(tmp_path, f"sqlite:///{tmp_path / 'loops.db'}", sn_url=sn.base_url,
+                        extra="response: {files: [people.yaml]}")
     path.write_text(path.read_text().replace("    poll_interval: 1s\n",
                                              f"    poll_interval: 1s\n    mapping: {mapping}\n", 1))
     daemon = Daemon(load_config(path))
@@ -274,12 +289,22 @@ def test_the_daemon_runs_every_loop_under_the_supervisor_and_applies_a_mapping_e
         loops = daemon.readiness()["loops"]
         assert set(loops) == {"poller-servicenow", "hints", "outbox-0", "outbox-1", "outbox-2",
                               "outbox-3", "gauges", "housekeeping", "heartbeat", "auth-check",
-                              "mappings"}
+                              "reload"}
         wait_until("every loop's first cycle", lambda: {
             state["state"] for state in daemon.readiness()["loops"].values()} == {"running"})
+        cpu, wall = time.process_time(), time.monotonic()     # no loop may spin while idle
         before = daemon.mappings.get("servicenow")
         replace_file(mapping, mapping.read_text().replace("# ", "#  ", 1))     # no SIGHUP
         wait_until("the edit to be applied", lambda: daemon.mappings.get("servicenow") is not before)
+        replace_file(people, PEOPLE.replace("Alice Adams", "Alice Adams-Baker"))
+        wait_until("the response file edit to be applied", lambda: daemon.responses.current()
+                   .users["alice"].name == "Alice Adams-Baker")
+        replace_file(people, PEOPLE.replace("rules: {high", "rules: {hihg"))
+        rejected = RESPONSE_RELOADS.labels(outcome="rejected")._value.get()
+        wait_until("the broken edit to be refused", lambda: RESPONSE_RELOADS.labels(
+            outcome="rejected")._value.get() == rejected + 1)
+        assert daemon.responses.current().users["alice"].name == "Alice Adams-Baker"
+        assert time.process_time() - cpu < 0.5 * (time.monotonic() - wall), "a loop is spinning"
     finally:
         daemon.stop()
         sn.stop()
