@@ -150,6 +150,10 @@ class Simulator:
     def authenticate(self, request: Request) -> None:
         """Raise HTTPError(401) when the request's credentials are not accepted."""
 
+    def credentials(self) -> list[str]:
+        """What a client may log in with (and the webhook secret), one line each, for people."""
+        return []
+
     def rate_limit_headers(self) -> dict[str, str]:
         """Headers a throttled answer carries besides Retry-After."""
         return {}
