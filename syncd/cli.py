@@ -288,12 +288,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     simulator.start(args.host, args.port)
     print(f"{args.system} simulator listening on {simulator.base_url} "
           f"(admin endpoints under /_sim/; Ctrl-C stops)", flush=True)
+    print(f"  url: {simulator.base_url}", *(f"  {line}" for line in simulator.credentials()),
+          sep="\n", flush=True)
     try:
         while not stop.wait(0.5):
             pass
     finally:
         simulator.stop()          # also writes --state-file
     return EXIT_OK
+
+
+def _simulate_epilog() -> str:
+    """The credentials each simulator accepts, for `syncd simulate --help`."""
+    from syncd.simulators.accounts import (JIRA_SIGNATURE_HEADER, JIRA_USERS,
+                                           SERVICENOW_SECRET_HEADER, SERVICENOW_USERS,
+                                           jira_credentials, servicenow_credentials)
+    sections = [("servicenow", servicenow_credentials(SERVICENOW_USERS, None)),
+                ("jira (--deployment Cloud, the default)", jira_credentials(JIRA_USERS, "Cloud", None)),
+                ("jira --deployment Server", jira_credentials(JIRA_USERS, "Server", None))]
+    lines = ["credentials accepted:"]
+    for name, credentials in sections:
+        lines += [f"  {name}:", *(f"    {line}" for line in credentials)]
+    lines += ["  with --webhook-secret S: ServiceNow sends S in its webhooks' "
+              f"{SERVICENOW_SECRET_HEADER} header,",
+              f"    Jira signs them with S in {JIRA_SIGNATURE_HEADER}"]
+    return "\n".join(lines)
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -375,7 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(resume)
     resume.set_defaults(handler=cmd_resume)
 
-    simulate = commands.add_parser("simulate", help="run a ServiceNow or Jira simulator")
+    simulate = commands.add_parser(
+        "simulate", help="run a ServiceNow or Jira simulator",
+        description="Run a ServiceNow or Jira simulator over HTTP, with admin endpoints under\n"
+                    "/_sim/ (faults, request log, reset, human edits). It prints its URL and the\n"
+                    "credentials it accepts when it starts.",
+        epilog=_simulate_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     simulate.add_argument("system", choices=["servicenow", "jira"])
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8081)

@@ -212,8 +212,8 @@ def app_after_one_sync(tmp_path):
     db.upgrade(engine)
     sessions = db.session_factory(engine)
     clock = ManualClock()
-    sn = ServiceNowSimulator().start()
-    jira = JiraSimulator(deployment="Cloud").start()
+    sn = ServiceNowSimulator(clock=clock).start()
+    jira = JiraSimulator(deployment="Cloud", clock=clock).start()
     mappings = MappingSet({"servicenow": default_mapping_path("servicenow"),
                            "jira": default_mapping_path("jira")})
     policy = RetryPolicy(max_attempts=2, max_total_seconds=5)

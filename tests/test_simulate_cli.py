@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import requests
 from jira import JIRA
 
 from syncd.simulators.jira import JiraSimulator
-from syncd.simulators.servicenow import ServiceNowSimulator
+from syncd.simulators.servicenow import WEBHOOK_SECRET_HEADER, ServiceNowSimulator
 from tests.support import ENV, SYNCD, free_port, wait_until, write_config
 
 
@@ -105,6 +106,56 @@ def test_simulate_stops_cleanly_on_sigterm_and_saves_its_state(tmp_path, system)
     with simulate(system, "--state-file", str(state)) as (process, _):
         assert stop(process, signal.SIGTERM) == 0
     assert state.exists()
+
+
+def printed_at_start(process: subprocess.Popen, count: int) -> list[str]:
+    """The first ``count`` lines the simulator printed, read while it runs."""
+    return [process.stdout.readline().rstrip("\n") for _ in range(count)]
+
+
+def test_simulate_servicenow_prints_the_credentials_it_accepts_and_they_work():
+    with simulate("servicenow", "--webhook-secret", "hook-s3cret") as (process, port):
+        _, url, login, secret = printed_at_start(process, 4)
+        assert url == f"  url: http://127.0.0.1:{port}"
+        user, password = re.fullmatch(r"  basic auth: user (\S+), password (\S+)", login).groups()
+        assert secret == f"  webhook secret: hook-s3cret (sent in {WEBHOOK_SECRET_HEADER})"
+        client = pysnow.Client(host=f"127.0.0.1:{port}", use_ssl=False, user=user,
+                               password=password)
+        assert client.resource(api_path="/table/incident").get(query={}).all() == []
+        client.close()
+        assert stop(process, signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("deployment", ["Cloud", "Server"])
+def test_simulate_jira_prints_the_credentials_it_accepts_and_they_work(deployment):
+    with simulate("jira", "--deployment", deployment) as (process, port):
+        _, url, login, bearer, *_ = printed_at_start(process, 5)
+        assert url == f"  url: http://127.0.0.1:{port}"
+        user, secret = re.fullmatch(r"  basic auth: user (\S+) \(or \S+\), "
+                                    r"(?:API token|password) (\S+)", login).groups()
+        assert ("@" in user) == (deployment == "Cloud"), "Cloud logs in by email"
+        client = JIRA(server=url.split()[-1], basic_auth=(user, secret), max_retries=0)
+        assert client.myself()["displayName"] == "syncd integration"
+        client.close()
+        token = re.fullmatch(r"  bearer token: (\S+) \(personal access token of syncd\)",
+                             bearer).group(1)
+        answer = requests.get(f"{url.split()[-1]}/rest/api/2/myself", timeout=10,
+                              headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200 and answer.json()["displayName"] == "syncd integration"
+        assert stop(process, signal.SIGTERM) == 0
+
+
+def test_simulate_help_lists_the_credentials_each_simulator_accepts():
+    shown = subprocess.run([*SYNCD, "simulate", "--help"], capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    help_text = shown.stdout
+    for simulator in (ServiceNowSimulator(), JiraSimulator(deployment="Cloud"),
+                      JiraSimulator(deployment="Server")):
+        for line in simulator.credentials():
+            assert f"    {line}\n" in help_text
+    assert "basic auth: user admin, password admin" in help_text
+    assert "--webhook-secret S" in help_text
 
 
 def run_preview(config, *args: str) -> subprocess.CompletedProcess:

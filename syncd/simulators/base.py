@@ -21,6 +21,8 @@ import struct
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
@@ -84,6 +86,8 @@ class Fault:
     kind: str                            # "status", "reset", "hang", "latency"
     status: int = 503
     retry_after: str | None = None       # seconds or an HTTP date, sent as Retry-After
+    retry_after_date: bool = False       # send retry_after (seconds) as the HTTP date that far
+                                         # ahead on the simulator's clock
     seconds: float = 0.0                 # latency or hang duration
     jitter: float = 0.0                  # extra random latency, up to this many seconds
     method: str | None = None            # only requests with this method
@@ -96,6 +100,9 @@ class Fault:
     def __post_init__(self):
         if self.kind not in self.KINDS:
             raise ValueError(f"fault kind must be one of {', '.join(self.KINDS)}, got {self.kind!r}")
+        if self.retry_after_date and not (self.retry_after or "").isdigit():
+            raise ValueError("retry_after_date needs retry_after in whole seconds, "
+                             f"got {self.retry_after!r}")
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method:
@@ -108,7 +115,7 @@ class LoggedRequest:
     method: str
     path: str
     status: int
-    at: float              # wall time (time.time()) when the request arrived
+    at: float              # when the request arrived, on the simulator's clock (epoch seconds)
     duration: float        # seconds spent answering
 
 
@@ -142,6 +149,10 @@ class Simulator:
 
     def authenticate(self, request: Request) -> None:
         """Raise HTTPError(401) when the request's credentials are not accepted."""
+
+    def credentials(self) -> list[str]:
+        """What a client may log in with (and the webhook secret), one line each, for people."""
+        return []
 
     def rate_limit_headers(self) -> dict[str, str]:
         """Headers a throttled answer carries besides Retry-After."""
@@ -203,7 +214,7 @@ class Simulator:
     def _fault_for(self, method: str, path: str) -> Fault | None:
         with self._fault_lock:
             if self._rate_limit is not None:
-                now = time.monotonic()
+                now = self.clock.monotonic()    # a client sleeping Retry-After on the same clock gets in
                 self._rate_window = [t for t in self._rate_window if now - t < 1.0]
                 if len(self._rate_window) >= self._rate_limit:
                     wait = max(1, int(1.0 - (now - self._rate_window[0])) + 1)
@@ -238,6 +249,12 @@ class Simulator:
         return sum(1 for r in self.request_log()
                    if (method is None or r.method == method)
                    and (path is None or re.search(path, r.path)))
+
+    def retry_after_header(self, fault: Fault) -> str | None:
+        """The Retry-After a status fault sends: as given, or as an HTTP date on our clock."""
+        if fault.retry_after is None or not fault.retry_after_date:
+            return fault.retry_after
+        return http_date(self.clock.now() + timedelta(seconds=int(fault.retry_after)))
 
     def _record(self, entry: LoggedRequest) -> None:
         with self._log_lock:
@@ -340,6 +357,11 @@ class Simulator:
         self.stop()
 
 
+def http_date(moment: datetime) -> str:
+    """An HTTP date (RFC 9110 5.6.7), e.g. ``Thu, 01 Jan 2026 12:00:30 GMT``."""
+    return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -360,9 +382,15 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:   # quiet: the request log is ours
             pass
 
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            """The Date header, on the simulator's clock: clients measure the remote's offset by it."""
+            if timestamp is None:
+                return http_date(sim.clock.now())
+            return super().date_time_string(timestamp)
+
         def _handle(self) -> None:
             started = time.monotonic()
-            arrived = time.time()
+            arrived = sim.clock.now().timestamp()
             split = urlsplit(self.path)
             path = split.path
             length = int(self.headers.get("Content-Length") or 0)
@@ -385,8 +413,9 @@ def _make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
                     return
             if fault is not None and fault.kind == "status":
                 headers = dict(sim.rate_limit_headers()) if fault.status == 429 else {}
-                if fault.retry_after is not None:
-                    headers["Retry-After"] = fault.retry_after
+                retry_after = sim.retry_after_header(fault)
+                if retry_after is not None:
+                    headers["Retry-After"] = retry_after
                 message = "Rate limit exceeded" if fault.status == 429 else "Service unavailable"
                 response = sim.error_response(HTTPError(fault.status, message, headers=headers))
             else:

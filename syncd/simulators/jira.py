@@ -24,18 +24,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from syncd.clock import Clock
+from syncd.simulators.accounts import JIRA_SIGNATURE_HEADER, JIRA_USERS, jira_credentials
 from syncd.simulators.base import HTTPError, Request, Response, Simulator
 
 API = r"/rest/api/(?P<version>2|3|latest)"
 ISSUE = API + r"/issue/(?P<issue>[^/]+)"
-
-DEFAULT_USERS: tuple[dict[str, str], ...] = (
-    {"name": "syncd", "displayName": "syncd integration", "emailAddress": "syncd@example.com",
-     "password": "syncd-api-token", "token": "syncd-pat"},
-    {"name": "alice", "displayName": "Alice Adams", "emailAddress": "alice@example.com",
-     "password": "alice-api-token"},
-    {"name": "bob", "displayName": "Bob Brown", "emailAddress": "bob@example.com"},
-)
 
 # Jira's three status categories, keyed by their ``key``.
 STATUS_CATEGORIES = {
@@ -427,7 +420,7 @@ class JiraSimulator(Simulator):
         if not projects:
             raise ValueError("projects: at least one project key is needed")
         self.deployment = deployment
-        self.users = [self._user_record(u) for u in (users or DEFAULT_USERS)]
+        self.users = [self._user_record(u) for u in (users or JIRA_USERS)]
         self.projects = [{"id": str(10000 + n), "key": key, "name": f"{key.title()} project"}
                          for n, key in enumerate(projects)]
         self.issue_types = [{"id": str(10001 + n), "name": name} for n, name in enumerate(issue_types)]
@@ -443,6 +436,9 @@ class JiraSimulator(Simulator):
     @property
     def cloud(self) -> bool:
         return self.deployment == "Cloud"
+
+    def credentials(self) -> list[str]:
+        return jira_credentials(self.users, self.deployment, self.webhooks.secret)
 
     # -- configuration ------------------------------------------------------------------------
     @staticmethod
@@ -1101,7 +1097,7 @@ class JiraSimulator(Simulator):
     def _send(self, body: dict[str, Any]) -> None:
         identifier = f"{self._ids.getrandbits(64):016x}"
         self.webhooks.send(body, headers={"X-Atlassian-Webhook-Identifier": identifier},
-                           signature_header="X-Hub-Signature")
+                           signature_header=JIRA_SIGNATURE_HEADER)
 
     # -- search ------------------------------------------------------------------------------
     def search(self, jql: str, *, user: str | None = None) -> list[str]:

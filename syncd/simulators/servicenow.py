@@ -56,9 +56,10 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.clock import Clock
+from syncd.simulators.accounts import SERVICENOW_SECRET_HEADER as WEBHOOK_SECRET_HEADER
+from syncd.simulators.accounts import SERVICENOW_USERS, servicenow_credentials
 from syncd.simulators.base import HTTPError, Request, Response, Simulator
 
-WEBHOOK_SECRET_HEADER = "X-Syncd-Webhook-Secret"
 WEBHOOK_USER_AGENT = "ServiceNow/1.0"
 DEFAULT_HUMAN = "beth.anglin"
 RATE_LIMIT_RULE_SYS_ID = "2fd2b5c5db1b2010a3a1e6b0ca96190c"
@@ -291,7 +292,7 @@ class ServiceNowSimulator(Simulator):
         :func:`stable_sys_id` of ``user_name`` / ``name``. ``custom_fields``: extra incident string
         fields (``u_...``)."""
         super().__init__(clock=clock, seed=seed, state_file=state_file)
-        self.users = dict(users if users is not None else {"admin": "admin"})
+        self.users = dict(users if users is not None else SERVICENOW_USERS)
         self.people = [dict(p) for p in (people if people is not None else DEFAULT_PEOPLE)]
         self.group_seeds = [dict(g) for g in (groups if groups is not None else DEFAULT_GROUPS)]
         self.rate_limit_per_hour = rate_limit_per_hour
@@ -318,6 +319,9 @@ class ServiceNowSimulator(Simulator):
 
     def authenticate(self, request: Request) -> None:
         self._api_user(request)
+
+    def credentials(self) -> list[str]:
+        return servicenow_credentials(self.users, self.webhooks.secret)
 
     def rate_limit_headers(self) -> dict[str, str]:
         now = int(self.clock.now().timestamp())

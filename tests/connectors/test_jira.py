@@ -574,17 +574,18 @@ def requests_sent_by(connector_name: str) -> float:
 
 def requests_made(sim: JiraSimulator, live: JiraConnector, action) -> list[str]:
     """What one connector call sent, as "METHOD path" lines from the simulator's request log, in
-    arrival order.
+    the order they were answered.
 
-    The simulator logs a request just after answering it, so the log is read once it holds as
-    many of the requests that arrived since the call began as the connector counted."""
-    began = time.time()
+    The simulator logs a request just before answering it, so every earlier call's requests are
+    in the log already; the log is read once it holds as many new requests as the connector
+    counted. (Its times are the simulator's ManualClock, which stands still: order by position.)"""
+    began = len(sim.request_log())
     before = requests_sent_by(live.name)
     action()
     sent = requests_sent_by(live.name) - before
 
     def arrived() -> list:
-        return sorted((r for r in sim.request_log() if r.at >= began), key=lambda r: r.at)
+        return sim.request_log()[began:]
 
     give_up = time.monotonic() + 5
     while len(arrived()) < sent and time.monotonic() < give_up:

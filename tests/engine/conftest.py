@@ -93,10 +93,28 @@ def make_engine(store, clock, sn, jira, mappings, *, sn_creates_incidents=True,
                                           lease=timedelta(seconds=60)))
 
 
+def people_take_a_second(sim):
+    """Make each of the simulator's human edits move its clock on by a second first.
+
+    On a clock that stands still a person's edit would carry the very timestamp of syncd's last
+    write: Jira's `updated` is the issue's version, so it would read as no change at all, and
+    `newest_wins` could not order the two. In life a person never acts in the same millisecond."""
+    for name in [n for n in dir(type(sim)) if n.startswith("human_")]:
+        edit = getattr(sim, name)
+
+        def a_second_later(*args, _edit=edit, **kwargs):
+            sim.clock.advance(1)
+            return _edit(*args, **kwargs)
+        setattr(sim, name, a_second_later)
+    return sim
+
+
 @pytest.fixture
-def simulators():
-    sn = ServiceNowSimulator().start()
-    jira = JiraSimulator(deployment="Cloud").start()
+def simulators(clock):
+    """Both simulators on the engine's clock: one time base, so remote and store times compare
+    and nothing depends on today's date."""
+    sn = people_take_a_second(ServiceNowSimulator(clock=clock)).start()
+    jira = people_take_a_second(JiraSimulator(deployment="Cloud", clock=clock)).start()
     yield sn, jira
     sn.stop()
     jira.stop()

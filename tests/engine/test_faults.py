@@ -1,8 +1,6 @@
 """Breaking things on purpose: rate-limit and outage storms, a crash between a remote write and its
 commit, a webhook racing a poll, edits on both sides at once. The invariants of DESIGN.md must hold."""
 
-from datetime import timedelta
-
 import pytest
 
 from syncd.engine import service as sync_service
@@ -112,22 +110,35 @@ def test_a_webhook_and_a_poll_seeing_the_same_change_apply_it_once(world):
     assert world.sn.count_requests("PATCH") == 1
 
 
-def test_the_same_field_edited_on_both_sides_resolves_by_policy_on_the_timeline(world):
+@pytest.mark.parametrize("newer, incident_priority, jira_priority, sn_priority", [
+    ("store", "P3", "Medium", "3"), ("jira", "P5", "Lowest", "5")])
+def test_the_same_field_edited_on_both_sides_goes_to_the_newer_edit_on_the_timeline(
+        world, newer, incident_priority, jira_priority, sn_priority):
     raise_sn_incident(world)
     world.settle()
     key = world.link("jira").remote_key
-    # The Jira mapping's policy is newest_wins. The simulators run on real time; move the engine's
-    # clock a year ahead so the store's edit is the newer one.
-    world.clock.advance(timedelta(days=365).total_seconds())
-    world.engine.commands.update(1, {"priority": "P3"}, actor="carol", source="api")
-    world.jira.human_update(key, {"priority": {"name": "Lowest"}})
+
+    def store_edit():
+        world.engine.commands.update(1, {"priority": "P3"}, actor="carol", source="api")
+
+    def jira_edit():
+        world.jira.human_update(key, {"priority": {"name": "Lowest"}})
+
+    # The Jira mapping's policy is newest_wins. The simulators share the engine's clock, so the
+    # later edit is the newer one whatever today's date.
+    first, second = (jira_edit, store_edit) if newer == "store" else (store_edit, jira_edit)
+    first()
+    world.clock.advance(30)
+    second()
     world.engine.inbound.poll("jira")          # Jira's edit arrives before ours goes out
     world.settle()
-    assert world.incident().priority == "P3"
-    assert jira_issue(world)["fields"]["priority"]["name"] == "Medium"
+    assert world.incident().priority == incident_priority
+    assert jira_issue(world)["fields"]["priority"]["name"] == jira_priority
+    assert world.sn.get_incident(world.link("servicenow").remote_id)["priority"] == sn_priority
     with world.store.transaction() as session:
         conflicts = session.query(TimelineEntry).filter_by(kind="conflict").all()
-    assert [(c.data["field"], c.data["winner"]) for c in conflicts] == [("priority", "store")]
+    winner = "store" if newer == "store" else "remote"
+    assert [(c.data["field"], c.data["winner"]) for c in conflicts] == [("priority", winner)]
 
 
 def test_a_stopping_worker_hands_back_the_rows_it_has_not_started(world):

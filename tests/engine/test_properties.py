@@ -55,6 +55,8 @@ class SyncMachine(RuleBasedStateMachine):
                 sim.reset_state()
             sim.clear_request_log()
         self.clock = ManualClock()
+        for sim in (self.sn, self.jira):
+            sim.clock = self.clock            # one time base with this example's engine
         self.store, self._cleanup = fresh_store(self.kind, self.tmp_dir)
         self.engine = self._new_engine()
         self.comments_made: list[str] = []
