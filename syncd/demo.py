@@ -45,7 +45,9 @@ def write_config(folder: Path, *, sn_url: str, jira_url: str, port: int) -> Path
     path.write_text(f"""\
 # Written by `syncd demo`: the daemon against the built-in simulators.
 store: {{url: "sqlite:///{folder / 'syncd.db'}"}}
-http: {{listen: "127.0.0.1:{port}", api_tokens: ["${{SYNCD_API_TOKEN}}"]}}
+http:
+  listen: "127.0.0.1:{port}"
+  api_tokens: [{{name: dana.responder, token: "${{SYNCD_API_TOKEN}}"}}]   # named: dana's actions say so
 connectors:
   servicenow:
     type: servicenow
@@ -161,7 +163,16 @@ class Demo:
                       ["priority"]["name"] == "Highest")
         self.say(f"   Jira {key} priority is now Highest")
 
-        self.say("\n4. Jira moves the issue to Done...")
+        self.say("\n4. Dana acknowledges SYN-1 through the API (her named token)...")
+        requests.post(f"{self.api}/api/v1/incidents/{self.incident_id}/acknowledge", timeout=10,
+                      headers={"Authorization": f"Bearer {self.token}"}).raise_for_status()
+        self.wait_for("ServiceNow to move to In Progress",
+                      lambda: self.sn.get_incident(self.sys_id)["state"] == "2")
+        self.wait_for("Jira to move to In Progress", lambda: self.jira.get_issue(key)["fields"]
+                      ["status"]["name"] == "In Progress")
+        self.say(f"   ServiceNow {number} is In Progress and Jira {key} is In Progress")
+
+        self.say("\n5. Jira moves the issue to Done...")
         self.jira.human_transition(key, "Done", user="alice")
         self.wait_for("ServiceNow to resolve", lambda: self.sn.get_incident(self.sys_id)["state"] == "6")
         record = self.sn.get_incident(self.sys_id)

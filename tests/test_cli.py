@@ -70,7 +70,10 @@ def test_demo_plays_its_story_and_exits(tmp_path):
     assert "created Jira OPS-1" in result.stdout
     assert "has the work note" in result.stdout
     assert "priority is now Highest" in result.stdout
+    assert "is In Progress and Jira OPS-1 is In Progress" in result.stdout
     assert "is Resolved" in result.stdout
+    assert "priority P2 → P1 in servicenow by beth.anglin" in result.stdout
+    assert "status triggered → acknowledged in api by dana.responder" in result.stdout
 
 
 

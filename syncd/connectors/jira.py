@@ -837,7 +837,7 @@ class JiraConnector(Connector):
             raise PermanentRemoteError(self.name, f"comment {raw.get('id')}: {exc}") from None
         author_id = _author_id(author)
         return RemoteComment(remote_id=str(raw["id"]), channel=channel, body=raw.get("body") or "",
-                             author=author_id or author.get("displayName"),
+                             author=author.get("displayName") or author_id,
                              created_at=created_at, restricted=bool(visibility),
                              own=me is not None and author_id == me)
 

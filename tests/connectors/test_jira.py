@@ -447,7 +447,7 @@ def test_comments_on_a_role_channel_are_restricted_and_read_back_with_their_chan
     added = jira.add_comment("10001", "Mitigated by rollback", channel="comment:Developers")
     assert json.loads(post.calls[0].request.body) == {
         "body": "Mitigated by rollback", "visibility": {"type": "role", "value": "Developers"}}
-    assert (added.channel, added.restricted, added.author) == ("comment:Developers", True, "sync")
+    assert (added.channel, added.restricted, added.author) == ("comment:Developers", True, "syncd")   # the name people read
     listed = jira.list_comments("10001")
     assert [(c.remote_id, c.channel, c.restricted, c.own) for c in listed] == [
         ("100", "comment:Developers", True, True), ("101", "comment", False, True)]
