@@ -1,0 +1,54 @@
+"""Review of issue 9's inbound changes: stories that still lose or duplicate data."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from syncd.incidents import service as incident_service
+from syncd.mapping import default_mapping_path
+from syncd.mapping.reload import MappingSet
+
+from tests.engine.test_story import raise_sn_incident
+
+DESCRIPTION_RULE = "  - canonical: description\n    remote: description\n\n"
+
+
+@pytest.fixture
+def mappings(tmp_path):
+    """Copies of the default mappings an admin may edit (and the daemon hot-reloads)."""
+    paths = {}
+    for system in ("servicenow", "jira"):
+        paths[system] = tmp_path / f"{system}.yaml"
+        shutil.copy(default_mapping_path(system), paths[system])
+    return MappingSet(paths)
+
+
+def timeline_of(world, kind):
+    with world.store.transaction() as session:
+        return [dict(e.data) for e in incident_service.timeline(session=session, incident_id=1)
+                if e.kind == kind]
+
+
+@pytest.mark.xfail(strict=True, reason="review: a field added to a mapping with store_wins "
+                   "wipes the remote's value when the store never had one (defect 1 mirrored)")
+def test_a_field_added_with_store_wins_never_wipes_the_remote(world, mappings, tmp_path):
+    sn_file = default_mapping_path("servicenow").read_text()
+    assert DESCRIPTION_RULE in sn_file
+    edited = tmp_path / "servicenow.yaml"
+    edited.write_text(sn_file.replace(DESCRIPTION_RULE, ""))
+    assert mappings.reload().applied == ["servicenow"]
+    sys_id = raise_sn_incident(world)          # ServiceNow holds "p99 latency 30s"
+    world.settle()
+    assert not world.incident().description    # the store never read it
+    # The admin maps the field now, and wants syncd to be the truth for it.
+    edited.write_text(sn_file.replace(
+        DESCRIPTION_RULE, "  - canonical: description\n    remote: description\n"
+                          "    policy: store_wins\n\n"))
+    assert mappings.reload().applied == ["servicenow"]
+    world.clock.advance(60)
+    world.sn.human_update(sys_id, {"urgency": "2"})     # any edit makes the poll re-read it
+    world.settle()
+    # An empty value in a store that never carried the field is not an edit: nothing is wiped.
+    assert world.sn.get_incident(sys_id)["description"] == "p99 latency 30s"
