@@ -52,3 +52,21 @@ def test_a_field_added_with_store_wins_never_wipes_the_remote(world, mappings, t
     world.settle()
     # An empty value in a store that never carried the field is not an edit: nothing is wiped.
     assert world.sn.get_incident(sys_id)["description"] == "p99 latency 30s"
+
+
+@pytest.mark.xfail(strict=True, reason="review: webhook hints bypass the mass-change guard; "
+                   "only the poll checks it, so a bulk wipe hinted by webhooks is mirrored")
+def test_a_mass_wipe_told_by_webhooks_pauses_like_one_found_by_the_poll(store, clock, simulators,
+                                                                         mappings):
+    from tests.engine.test_inbound_defects import _linked_sn_records, _sn_only_world
+    world = _sn_only_world(store, clock, simulators, mappings)
+    sys_ids = _linked_sn_records(world, 25)               # every description: "runbook"
+    for sys_id in sys_ids[:12]:                            # a bad bulk edit empties twelve
+        world.sn.human_update(sys_id, {"description": ""})
+        world.engine.hint("servicenow", sys_id)            # and a webhook tells of each
+    world.engine.drain_hints()
+    with world.store.transaction() as session:
+        descriptions = [i.description for i in
+                        incident_service.list_incidents(session=session, limit=100)]
+    assert world.engine.inbound.paused_reason("servicenow") is not None
+    assert descriptions.count("runbook") == 25
