@@ -70,3 +70,22 @@ def test_a_mass_wipe_told_by_webhooks_pauses_like_one_found_by_the_poll(store, c
                         incident_service.list_incidents(session=session, limit=100)]
     assert world.engine.inbound.paused_reason("servicenow") is not None
     assert descriptions.count("runbook") == 25
+
+
+@pytest.mark.xfail(strict=True, reason="review: newest_wins stamps a field applied from a remote "
+                   "with the poll's time, not the edit's: an older ServiceNow edit polled later "
+                   "beats a newer Jira edit")
+def test_newest_wins_keeps_the_newest_edit_not_the_newest_poll(world):
+    sys_id = raise_sn_incident(world)                      # P1 on both sides
+    world.settle()
+    world.clock.advance(60)
+    world.sn.human_update(sys_id, {"impact": "2", "urgency": "2"})          # P3, first
+    world.clock.advance(10)
+    world.jira.human_update(world.link("jira").remote_key,
+                            {"priority": {"name": "Low"}})                    # P4, 10 s later
+    world.clock.advance(5)
+    world.engine.inbound.poll("servicenow")     # ServiceNow's poll happens to come first
+    world.settle()
+    assert world.incident().priority == "P4"
+    assert world.sn.get_incident(sys_id)["priority"] == "4"
+    assert [d["field"] for d in timeline_of(world, "conflict")] == ["priority"]
