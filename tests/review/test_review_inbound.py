@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from syncd.incidents import service as incident_service
 from syncd.mapping import default_mapping_path
-from syncd.mapping.reload import MappingSet
 
+from tests.engine.test_inbound_defects import mappings  # noqa: F401  (admin-editable copies)
 from tests.engine.test_story import raise_sn_incident
 
 DESCRIPTION_RULE = "  - canonical: description\n    remote: description\n\n"
-
-
-@pytest.fixture
-def mappings(tmp_path):
-    """Copies of the default mappings an admin may edit (and the daemon hot-reloads)."""
-    paths = {}
-    for system in ("servicenow", "jira"):
-        paths[system] = tmp_path / f"{system}.yaml"
-        shutil.copy(default_mapping_path(system), paths[system])
-    return MappingSet(paths)
 
 
 def timeline_of(world, kind):
