@@ -605,13 +605,7 @@ def load_config(path: str | os.PathLike, *, environ: Mapping[str, str] | None = 
         config = Config.model_validate(data, context={"base_dir": Path(path).absolute().parent})
     except ValidationError as invalid:
         for error in invalid.errors():
-            loc, message = _problem_of(error, data)
-            if loc in document.unresolved:
-                continue
-            variables = document.variables.get(loc)
-            if variables:
-                message += " (from " + ", ".join(f"${{{name}}}" for name in variables) + ")"
-            document.problem(loc, message)
+            document.invalid_value(*_problem_of(error, data))
     if config is not None:
         document.problems += _lease_problems(config, document)
     if document.problems or config is None:
@@ -635,15 +629,15 @@ def connector_retry_policy(retry_for: timedelta) -> RetryPolicy:
 
 
 def retry_budget(timeout: timedelta, policy: RetryPolicy = DAEMON_RETRY_POLICY) -> timedelta:
-    """The longest one remote call may take under ``policy`` with per-request ``timeout``.
-
-    call_remote stops retrying when its next wait would end past ``max_total_seconds``, so the
-    last attempt starts by then and may last one timeout more; fewer attempts than that bound
-    cost each a timeout plus at most one backoff (backoff_max plus its jitter) between them."""
+    """The longest one remote call may take under ``policy`` with per-request ``timeout``, for
+    the lease check: the policy's own bound (``RetryPolicy.budget_seconds``: request timeouts are
+    capped by the time left) plus one ``timeout`` of margin, since a read timeout bounds each wait
+    for bytes and a server trickling its answer can overrun the cap; or, when smaller, the cost of
+    every attempt with at most one backoff (backoff_max plus its jitter) between them."""
     per_attempt = timeout.total_seconds()
     by_attempts = (policy.max_attempts * per_attempt
                    + (policy.max_attempts - 1) * (policy.backoff_max + policy.backoff_initial))
-    by_deadline = policy.max_total_seconds + per_attempt
+    by_deadline = policy.budget_seconds + per_attempt
     return timedelta(seconds=min(by_attempts, by_deadline))
 
 

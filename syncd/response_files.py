@@ -194,16 +194,10 @@ def _definition(document: YamlDocument, kind: str, index: int, raw: Any,
         item = model.model_validate(raw)
     except ValidationError as invalid:
         for error in invalid.errors():
-            loc, message = describe_error(
+            document.invalid_value(*describe_error(
                 {**error, "loc": path + tuple(error["loc"])},
                 known_keys=_known_keys,
-                is_secret=lambda where: any(part in SECRET_KEYS for part in where))
-            if loc in document.unresolved:
-                continue
-            variables = document.variables.get(loc)
-            if variables:
-                message += " (from " + ", ".join(f"${{{name}}}" for name in variables) + ")"
-            document.problem(loc, message)
+                is_secret=lambda where: any(part in SECRET_KEYS for part in where)))
         return
     first = defined.get(item.id)
     if first is not None:

@@ -188,6 +188,16 @@ class YamlDocument:
     def problem(self, path: KeyPath, message: str, line: int | None = None) -> None:
         self.problems.append(self.problem_at(path, message, line))
 
+    def invalid_value(self, path: KeyPath, message: str) -> None:
+        """A validation problem at ``path``, naming the ${VAR}s its value came from; skipped
+        where interpolation already failed (that problem is reported)."""
+        if path in self.unresolved:
+            return
+        variables = self.variables.get(path)
+        if variables:
+            message += " (from " + ", ".join(f"${{{name}}}" for name in variables) + ")"
+        self.problem(path, message)
+
 
 class _PlainReader:
     def __init__(self, document: YamlDocument, environ: Mapping[str, str] | None):
