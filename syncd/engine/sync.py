@@ -67,6 +67,7 @@ from syncd.engine.propagation import (
 from syncd.incidents import service as incident_service
 from syncd.incidents.fields import incident_fields
 from syncd.incidents.models import Incident
+from syncd.mapping import Mapping as SyncMapping
 from syncd.mapping import UnmappableValue
 from syncd.metrics import CONFLICTS, SYNC_CHANGES
 from syncd.store.db import transaction
@@ -583,21 +584,23 @@ class InboundSync:
                          comments: list[RemoteComment]) -> int:
         """Import remote comments not seen before, once each. A comment syncd itself wrote there
         (its link not yet committed, or lost to a crash) is recognised by its author, syncd's own
-        user, and its body, and linked to the store's comment still waiting for that link; a
-        person's comment is always imported, even when it says what a pending note says ("ack")."""
+        user, its body and its channel, and linked to the store's comment still being delivered
+        there (an open outbox row, on the channel its visibility maps to); a person's comment is
+        always imported, even when it says what a pending note says ("ack")."""
         if not comments:
             return 0
         known = sync_service.linked_remote_comment_ids(session=session, connector=runtime.name,
                                                   remote_comment_ids=[c.remote_id for c in comments])
-        awaiting_link = sync_service.comments_without_link(session=session, incident_id=incident_id,
-                                                           connector=runtime.name)
         mapping = runtime.mapping()
+        awaiting_link = sync_service.comments_awaiting_link(session=session, incident_id=incident_id,
+                                                            connector=runtime.name)
         now = self.clock.now()
         imported = 0
         for comment in comments:
             if comment.remote_id in known:
                 continue
-            ours = next((c for c in awaiting_link if same_text(c.body, comment.body)),
+            ours = next((c for c in awaiting_link if same_text(c.body, comment.body)
+                         and self._channel_of(mapping, c.visibility) == comment.channel),
                         None) if comment.own else None
             if ours is not None:
                 awaiting_link.remove(ours)
@@ -619,6 +622,12 @@ class InboundSync:
                               runtimes=self.runtimes, now=now, skip=runtime.name)
             imported += 1
         return imported
+
+    @staticmethod
+    def _channel_of(mapping: SyncMapping, visibility: str) -> str | None:
+        """The remote channel a note of this visibility is posted on; None: never exported."""
+        target = mapping.comment_channel(visibility)
+        return target[0] if target is not None else None
 
     def _dead_letter(self, connector_name: str, record: RemoteRecord, reason: str) -> ApplyResult:
         with transaction(self.sessions) as session:
