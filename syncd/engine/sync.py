@@ -17,7 +17,8 @@ Errors are sorted by what they say. A database error (locked, failover, a lost c
 transient remote one says nothing about the record: the poll stops, logs and counts it, and leaves
 the cursor where it was, so the next poll reads the batch again. What is wrong with one record (an
 unmappable value, an invalid field such as an empty title, a permanent remote error for that record,
-a value the store cannot hold) makes that record a dead letter, and the rest of the batch goes on.
+a value the store cannot hold, a constraint it still breaks after the apply's retries) makes that
+record a dead letter, and the rest of the batch goes on.
 
 The mass-change guard is vdirsyncer's safety against mirrored damage, not against busy people: it
 pauses a connector when one poll would apply the *same destructive change* to many linked records,
@@ -91,6 +92,8 @@ def retry_batch_later(error: BaseException) -> bool:
         return error.transient or isinstance(error, AuthError)
     if isinstance(error, DataError):       # a value this store cannot hold: the record's problem
         return False
+    if isinstance(error, IntegrityError):  # a constraint the record still breaks after the
+        return False                       # apply's retries (a lost race re-reads and passes)
     return isinstance(error, RETRY_LATER)
 
 
@@ -508,7 +511,7 @@ class InboundSync:
             if baseline and shadow[name] == remote_value:
                 continue                                   # the remote did not change it
             store_value = store_values.get(name)
-            if store_value == remote_value:
+            if store_value == remote_value or (_is_empty(store_value) and _is_empty(remote_value)):
                 continue                                   # both sides already agree
             if baseline and store_value == shadow[name]:
                 to_store[name] = remote_value              # only the remote changed it
@@ -517,15 +520,18 @@ class InboundSync:
             # (the mapping gained the field): a conflict, settled by the field's policy.
             conflicts.append(name)
             policy = mapping.policy_for(name)
-            winner = self._settle(policy, name, runtime, record, incident)
             data = {"field": name, "store": store_value, "remote": remote_value,
                     "policy": policy, "connector": runtime.name}
-            if not baseline:
-                data["reason"] = "no baseline: the mapping did not read this field before"
-                if winner == "remote" and _is_empty(remote_value) and not _is_empty(store_value):
-                    winner = "store"
-                    data["reason"] = ("no baseline and the remote value is empty: syncd keeps "
-                                      "its value and writes it back")
+            if not baseline and _is_empty(store_value) != _is_empty(remote_value):
+                # An empty field in a system that never carried it is not an edit, whichever
+                # side it is on and whatever the policy: the value is kept, never wiped.
+                winner = "store" if _is_empty(remote_value) else "remote"
+                data["reason"] = (f"no baseline and the {'remote' if winner == 'store' else 'store'}"
+                                  f" value is empty: the {winner}'s value is kept on both sides")
+            else:
+                winner = self._settle(policy, name, runtime, record, incident)
+                if not baseline:
+                    data["reason"] = "no baseline: the mapping did not read this field before"
             data["winner"] = winner
             incident_service.append_timeline(session=session, incident_id=incident.id, at=now,
                                              kind="conflict", actor=None, source=runtime.name,
@@ -536,17 +542,27 @@ class InboundSync:
                 push_back[name] = store_value
         changed = {}
         if to_store:
+            # The fields changed when the remote edit was made, not when this poll saw it: an
+            # older edit polled late must not look newer than one made here since (newest_wins).
+            edited_at = min(now, utc(runtime.connector.to_local_time(record.updated_at)))
             diff = incident_service.update_incident(session=session, incident_id=incident.id,
                                                     changes=to_store, now=now,
-                                                    actor=record.updated_by, source=runtime.name)
+                                                    actor=record.updated_by, source=runtime.name,
+                                                    changed_at=edited_at)
             changed = {name: new for name, (_, new) in diff.items()}
             propagate_fields(session=session, incident_id=incident.id, fields=changed,
                              runtimes=self.runtimes, now=now, skip=runtime.name)
         if push_back:
             sync_service.enqueue(session=session, incident_id=incident.id, connector=runtime.name,
                             operation="update", fields=push_back, now=now)
-        sync_service.record_remote_state(session=session, link=link, shadow={**shadow, **remote_values},
-                                    remote_version=record.version, now=now)
+        # Fields the mapping no longer maps leave the shadow: if one comes back, it has no
+        # baseline (a conflict settled by policy), so a store change made meanwhile is not lost.
+        mapped = mapping.canonical_fields_in | mapping.canonical_fields_out
+        sync_service.record_remote_state(session=session, link=link,
+                                         shadow={name: value for name, value in
+                                                 {**shadow, **remote_values}.items()
+                                                 if name in mapped},
+                                         remote_version=record.version, now=now)
         imported = self._import_comments(session, runtime, incident.id, comments)
         outcome = "applied" if changed or imported or conflicts else "unchanged"
         return ApplyResult(outcome, incident.id, changed=changed, conflicts=conflicts)

@@ -19,8 +19,6 @@ def timeline_of(world, kind):
                 if e.kind == kind]
 
 
-@pytest.mark.xfail(strict=True, reason="review: a field added to a mapping with store_wins "
-                   "wipes the remote's value when the store never had one (defect 1 mirrored)")
 def test_a_field_added_with_store_wins_never_wipes_the_remote(world, mappings, tmp_path):
     sn_file = default_mapping_path("servicenow").read_text()
     assert DESCRIPTION_RULE in sn_file
@@ -60,9 +58,6 @@ def test_a_mass_wipe_told_by_webhooks_pauses_like_one_found_by_the_poll(store, c
     assert descriptions.count("runbook") == 25
 
 
-@pytest.mark.xfail(strict=True, reason="review: newest_wins stamps a field applied from a remote "
-                   "with the poll's time, not the edit's: an older ServiceNow edit polled later "
-                   "beats a newer Jira edit")
 def test_newest_wins_keeps_the_newest_edit_not_the_newest_poll(world):
     sys_id = raise_sn_incident(world)                      # P1 on both sides
     world.settle()
