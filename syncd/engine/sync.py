@@ -26,9 +26,15 @@ that is the same field emptied, or the same field set to one identical value, or
 records vanishing. "Many" scales with the connector: at least ``pause_min_records`` (10) records and
 ``pause_share`` (20%) of its links, and the guard stays off below ``pause_min_links`` (20) links,
 where a share means little. A catch-up poll after an outage holds many records but varied edits,
-and passes. The reason (field, value, how many of how many) goes on the cursor (``/readyz``, the
-``syncd_connector_paused`` gauge) and on the timeline of every affected incident; ``syncd resume``
-accepts the change and the next poll applies it.
+and passes. Webhook hints are checked the same way, each batch read for them before it is applied;
+because hints often come one record at a time, the guard counts every batch (polls' and hints')
+together with the destructive changes it let through in the last ``guard_window`` (5 minutes) on
+that connector, so twelve wipes hinted one by one pause at the tenth. The window lives in the
+process: with replicas, hints spread over several of them are counted by each apart (the poll's
+own batch still is counted whole). The reason (field, value, how many of how many) goes on the
+cursor (``/readyz``, the ``syncd_connector_paused`` gauge) and on the timeline of every affected
+incident; ``syncd resume`` accepts the change, and the window is forgotten: the next poll applies
+it, and hints until then are not checked.
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
@@ -103,6 +110,11 @@ def _is_empty(value: Any) -> bool:
     return value is None or value == []
 
 
+def _duration(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
 def _chunks(items: Sequence[str]) -> list[list[str]]:
     return [list(items[start:start + CHUNK]) for start in range(0, len(items), CHUNK)]
 
@@ -121,7 +133,8 @@ class InboundSync:
 
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
                  clock: Clock, pause_share: float | None = 0.2, pause_min_links: int = 20,
-                 pause_min_records: int = 10, on_stale: Callable[[str, str], None] | None = None):
+                 pause_min_records: int = 10, guard_window: timedelta = timedelta(minutes=5),
+                 on_stale: Callable[[str, str], None] | None = None):
         self.sessions = sessions
         self.runtimes = runtimes
         self.clock = clock
@@ -133,6 +146,11 @@ class InboundSync:
         self.pause_share = pause_share          # None: never pause
         self.pause_min_links = pause_min_links
         self.pause_min_records = pause_min_records
+        # What the guard counted recently, per connector: {(field, value): {incident: when}}.
+        # Hints come one at a time, so one batch alone would never reach the threshold.
+        self.guard_window = guard_window
+        self._recent: dict[str, dict[tuple[str, str | None], dict[int, datetime]]] = {}
+        self._recent_lock = threading.Lock()      # the poller and the hint worker share it
 
     # -- entry points -----------------------------------------------------------------------
     def poll(self, connector_name: str, *, still_owner: Callable[[], bool] = lambda: True) -> int:
@@ -165,7 +183,9 @@ class InboundSync:
             accepted = bool(row and row.accept_mass_change)
         read_at = self.clock.now()
         records, next_cursor = runtime.connector.fetch_changes(cursor)
-        if not accepted and self._mass_change(connector_name, records):
+        if accepted:
+            self._forget_recent(connector_name)     # the operator accepted what it counted
+        elif self._mass_change(connector_name, records, told_by="one poll"):
             return 0
         for applied, record in enumerate(records):
             try:
@@ -244,27 +264,48 @@ class InboundSync:
             return None
         return max(self.pause_min_records, math.ceil(self.pause_share * linked))
 
-    def _mass_change(self, connector_name: str, records: list[RemoteRecord]) -> bool:
-        """Pause the connector when one poll would apply the same destructive change to many
-        linked records (module docstring), instead of mirroring an accident everywhere."""
-        if not records:
-            return False
+    def _mass_change(self, connector_name: str, records: list[RemoteRecord], *,
+                     told_by: str) -> bool:
+        """Pause the connector when a batch (a poll's, or a read of webhook hints), together
+        with what the guard counted in the last ``guard_window``, would apply the same
+        destructive change to many linked records (module docstring), instead of mirroring an
+        accident everywhere. A batch that passes is added to the window."""
+        now = self.clock.now()
         with transaction(self.sessions, readonly=True) as session:
             linked = sync_service.count_links(session=session, connector=connector_name)
             threshold = self._pause_threshold(linked)
-            if threshold is None or len(records) < threshold:
+            if threshold is None or not records:
                 return False
             changes = self._destructive_changes(session, connector_name, records)
-        if not changes:
-            return False
-        (name, value), incident_ids = max(changes.items(), key=lambda item: len(item[1]))
-        if len(incident_ids) < threshold:
-            return False
+        with self._recent_lock:
+            recent = self._recent.setdefault(connector_name, {})
+            for key in list(recent):
+                kept = {incident: at for incident, at in recent[key].items()
+                        if now - at < self.guard_window}
+                if kept:
+                    recent[key] = kept
+                else:
+                    del recent[key]
+            counted = {key: set(recent.get(key, {})) | changes.get(key, set())
+                       for key in {*recent, *changes}}
+            if not counted:
+                return False
+            (name, value), incident_ids = max(counted.items(), key=lambda item: len(item[1]))
+            if len(incident_ids) < threshold:
+                for key, ids in changes.items():
+                    recent.setdefault(key, {}).update(dict.fromkeys(ids, now))
+                return False
         what = f"{name} emptied" if value is None else f"{name} set to {value}"
-        self.pause(connector_name, f"one poll would mirror {what} on {len(incident_ids)} of "
+        if len(changes.get((name, value), ())) < threshold:
+            told_by = f"{told_by} with the changes of the last {_duration(self.guard_window)}"
+        self.pause(connector_name, f"{told_by} would mirror {what} on {len(incident_ids)} of "
                                    f"{linked} linked records (the guard pauses at {threshold})",
                    incident_ids=sorted(incident_ids))
         return True
+
+    def _forget_recent(self, connector_name: str) -> None:
+        with self._recent_lock:
+            self._recent.pop(connector_name, None)
 
     def _destructive_changes(self, session: Session, connector_name: str,
                              records: list[RemoteRecord]) -> dict[tuple[str, str | None], set[int]]:
@@ -319,6 +360,7 @@ class InboundSync:
         with transaction(self.sessions) as session:
             sync_service.set_paused(session=session, connector=connector_name, reason=None,
                                now=self.clock.now())
+        self._forget_recent(connector_name)
         log.info("connector resumed", extra={"connector": connector_name})
 
     @staticmethod
@@ -334,16 +376,29 @@ class InboundSync:
 
     def apply_hints(self, connector_name: str, remote_ids: Sequence[str]) -> list[str]:
         """Webhooks said these records changed: re-read them (in one batch where the connector
-        can) and apply what they really hold now. Returns the ids syncd does not mirror yet: only
-        the poll, which applies the connector's filter or JQL, may create incidents from them.
-        A paused connector takes no hints; the poll after the operator's resume catches up, as it
-        does after a store error drops a batch of hints."""
+        can), check each read with the mass-change guard like a poll's batch, and apply what they
+        really hold now. Returns the ids syncd does not mirror yet: only the poll, which applies
+        the connector's filter or JQL, may create incidents from them. A paused connector takes
+        no hints; the poll after the operator's resume catches up, as it does after a store
+        error drops a batch of hints."""
+        connector = self.runtimes[connector_name].connector
         try:
-            if self.paused_reason(connector_name):
-                return []
             with transaction(self.sessions, readonly=True) as session:
+                row = sync_service.get_cursor(session=session, connector=connector_name)
+                if row is not None and row.paused_reason:
+                    return []
+                accepted = bool(row and row.accept_mass_change)
                 known = set(self._links_by_remote_id(session, connector_name, remote_ids))
-            self.read_and_apply(connector_name, [r for r in remote_ids if r in known])
+            if accepted:
+                self._forget_recent(connector_name)
+            for chunk in _chunks([r for r in dict.fromkeys(remote_ids) if r in known]):
+                read_at = self.clock.now()
+                records = connector.fetch_many(chunk)
+                if not accepted and self._mass_change(connector_name, records,
+                                                      told_by="webhook hints"):
+                    return []
+                for record in records:
+                    self.apply_isolated(connector_name, record, read_at=read_at)
         except STORE_ERRORS as error:
             log.warning("webhook hints could not be applied; the next poll reads the records",
                         extra={"connector": connector_name, "hints": len(remote_ids),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from syncd.incidents import service as incident_service
 from syncd.mapping import default_mapping_path
 
@@ -40,8 +38,6 @@ def test_a_field_added_with_store_wins_never_wipes_the_remote(world, mappings, t
     assert world.sn.get_incident(sys_id)["description"] == "p99 latency 30s"
 
 
-@pytest.mark.xfail(strict=True, reason="review: webhook hints bypass the mass-change guard; "
-                   "only the poll checks it, so a bulk wipe hinted by webhooks is mirrored")
 def test_a_mass_wipe_told_by_webhooks_pauses_like_one_found_by_the_poll(store, clock, simulators,
                                                                          mappings):
     from tests.engine.test_inbound_defects import _linked_sn_records, _sn_only_world
