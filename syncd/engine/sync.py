@@ -580,9 +580,10 @@ class InboundSync:
             if not baseline and _is_empty(store_value) != _is_empty(remote_value):
                 # An empty field in a system that never carried it is not an edit, whichever
                 # side it is on and whatever the policy: the value is kept, never wiped.
-                winner = "store" if _is_empty(remote_value) else "remote"
-                data["reason"] = (f"no baseline and the {'remote' if winner == 'store' else 'store'}"
-                                  f" value is empty: the {winner}'s value is kept on both sides")
+                winner, empty = (("store", "remote") if _is_empty(remote_value)
+                                 else ("remote", "store"))
+                data["reason"] = (f"no baseline and the {empty} value is empty: the {winner}'s "
+                                  f"value is kept on both sides")
             else:
                 winner = self._settle(policy, name, runtime, record, incident)
                 if not baseline:
@@ -663,8 +664,8 @@ class InboundSync:
         known = sync_service.linked_remote_comment_ids(session=session, connector=runtime.name,
                                                   remote_comment_ids=[c.remote_id for c in comments])
         mapping = runtime.mapping()
-        awaiting_link = sync_service.comments_awaiting_link(session=session, incident_id=incident_id,
-                                                            connector=runtime.name)
+        awaiting_link = sync_service.comments_awaiting_link(
+            session=session, incident_id=incident_id, connector=runtime.name)
         now = self.clock.now()
         imported = 0
         for comment in comments:
