@@ -87,12 +87,20 @@ def linked_remote_comment_ids(*, session: Session, connector: str,
         CommentLink.connector == connector, CommentLink.remote_comment_id.in_(ids))))
 
 
-def comments_without_link(*, session: Session, incident_id: int, connector: str) -> list[Comment]:
-    """The incident's comments that did not come from ``connector`` and are not linked to it yet."""
+def comments_awaiting_link(*, session: Session, incident_id: int, connector: str) -> list[Comment]:
+    """The incident's comments still being delivered to ``connector``: an open comment outbox row
+    for it and no comment link yet. Only these can be the author of a comment syncd posted there;
+    a note never exported to it (its visibility stays out, its row is dead) cannot."""
+    open_rows = session.scalars(select(OutboxItem.fields).where(
+        OutboxItem.incident_id == incident_id, OutboxItem.connector == connector,
+        OutboxItem.operation == "comment", OutboxItem.state.in_(queue.OPEN_STATES)))
+    delivering = {fields["comment_id"] for fields in open_rows}
+    if not delivering:
+        return []
     linked = select(CommentLink.comment_id).where(CommentLink.connector == connector)
     return list(session.scalars(select(Comment).where(
-        Comment.incident_id == incident_id, Comment.origin != connector,
-        Comment.id.not_in(linked)).order_by(Comment.id)))
+        Comment.incident_id == incident_id, Comment.id.in_(delivering),
+        Comment.origin != connector, Comment.id.not_in(linked)).order_by(Comment.id)))
 
 
 def incident_remote_comment_ids(*, session: Session, incident_id: int, connector: str) -> set[str]:

@@ -17,7 +17,8 @@ Errors are sorted by what they say. A database error (locked, failover, a lost c
 transient remote one says nothing about the record: the poll stops, logs and counts it, and leaves
 the cursor where it was, so the next poll reads the batch again. What is wrong with one record (an
 unmappable value, an invalid field such as an empty title, a permanent remote error for that record,
-a value the store cannot hold) makes that record a dead letter, and the rest of the batch goes on.
+a value the store cannot hold, a constraint it still breaks after the apply's retries) makes that
+record a dead letter, and the rest of the batch goes on.
 
 The mass-change guard is vdirsyncer's safety against mirrored damage, not against busy people: it
 pauses a connector when one poll would apply the *same destructive change* to many linked records,
@@ -25,9 +26,15 @@ that is the same field emptied, or the same field set to one identical value, or
 records vanishing. "Many" scales with the connector: at least ``pause_min_records`` (10) records and
 ``pause_share`` (20%) of its links, and the guard stays off below ``pause_min_links`` (20) links,
 where a share means little. A catch-up poll after an outage holds many records but varied edits,
-and passes. The reason (field, value, how many of how many) goes on the cursor (``/readyz``, the
-``syncd_connector_paused`` gauge) and on the timeline of every affected incident; ``syncd resume``
-accepts the change and the next poll applies it.
+and passes. Webhook hints are checked the same way, each batch read for them before it is applied;
+because hints often come one record at a time, the guard counts every batch (polls' and hints')
+together with the destructive changes it let through in the last ``guard_window`` (5 minutes) on
+that connector, so twelve wipes hinted one by one pause at the tenth. The window lives in the
+process: with replicas, hints spread over several of them are counted by each apart (the poll's
+own batch still is counted whole). The reason (field, value, how many of how many) goes on the
+cursor (``/readyz``, the ``syncd_connector_paused`` gauge) and on the timeline of every affected
+incident; ``syncd resume`` accepts the change, and the window is forgotten: the next poll applies
+it, and hints until then are not checked.
 """
 
 from __future__ import annotations
@@ -35,9 +42,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
@@ -67,6 +75,7 @@ from syncd.engine.propagation import (
 from syncd.incidents import service as incident_service
 from syncd.incidents.fields import incident_fields
 from syncd.incidents.models import Incident
+from syncd.mapping import Mapping as SyncMapping
 from syncd.mapping import UnmappableValue
 from syncd.metrics import CONFLICTS, SYNC_CHANGES
 from syncd.store.db import transaction
@@ -90,6 +99,8 @@ def retry_batch_later(error: BaseException) -> bool:
         return error.transient or isinstance(error, AuthError)
     if isinstance(error, DataError):       # a value this store cannot hold: the record's problem
         return False
+    if isinstance(error, IntegrityError):  # a constraint the record still breaks after the
+        return False                       # apply's retries (a lost race re-reads and passes)
     return isinstance(error, RETRY_LATER)
 
 
@@ -97,6 +108,11 @@ def _is_empty(value: Any) -> bool:
     if isinstance(value, str):
         return not value.strip()
     return value is None or value == []
+
+
+def _duration(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _chunks(items: Sequence[str]) -> list[list[str]]:
@@ -117,7 +133,8 @@ class InboundSync:
 
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
                  clock: Clock, pause_share: float | None = 0.2, pause_min_links: int = 20,
-                 pause_min_records: int = 10, on_stale: Callable[[str, str], None] | None = None):
+                 pause_min_records: int = 10, guard_window: timedelta = timedelta(minutes=5),
+                 on_stale: Callable[[str, str], None] | None = None):
         self.sessions = sessions
         self.runtimes = runtimes
         self.clock = clock
@@ -129,6 +146,11 @@ class InboundSync:
         self.pause_share = pause_share          # None: never pause
         self.pause_min_links = pause_min_links
         self.pause_min_records = pause_min_records
+        # What the guard counted recently, per connector: {(field, value): {incident: when}}.
+        # Hints come one at a time, so one batch alone would never reach the threshold.
+        self.guard_window = guard_window
+        self._recent: dict[str, dict[tuple[str, str | None], dict[int, datetime]]] = {}
+        self._recent_lock = threading.Lock()      # the poller and the hint worker share it
 
     # -- entry points -----------------------------------------------------------------------
     def poll(self, connector_name: str, *, still_owner: Callable[[], bool] = lambda: True) -> int:
@@ -161,7 +183,9 @@ class InboundSync:
             accepted = bool(row and row.accept_mass_change)
         read_at = self.clock.now()
         records, next_cursor = runtime.connector.fetch_changes(cursor)
-        if not accepted and self._mass_change(connector_name, records):
+        if accepted:
+            self._forget_recent(connector_name)     # the operator accepted what it counted
+        elif self._mass_change(connector_name, records, told_by="one poll"):
             return 0
         for applied, record in enumerate(records):
             try:
@@ -240,27 +264,48 @@ class InboundSync:
             return None
         return max(self.pause_min_records, math.ceil(self.pause_share * linked))
 
-    def _mass_change(self, connector_name: str, records: list[RemoteRecord]) -> bool:
-        """Pause the connector when one poll would apply the same destructive change to many
-        linked records (module docstring), instead of mirroring an accident everywhere."""
-        if not records:
-            return False
+    def _mass_change(self, connector_name: str, records: list[RemoteRecord], *,
+                     told_by: str) -> bool:
+        """Pause the connector when a batch (a poll's, or a read of webhook hints), together
+        with what the guard counted in the last ``guard_window``, would apply the same
+        destructive change to many linked records (module docstring), instead of mirroring an
+        accident everywhere. A batch that passes is added to the window."""
+        now = self.clock.now()
         with transaction(self.sessions, readonly=True) as session:
             linked = sync_service.count_links(session=session, connector=connector_name)
             threshold = self._pause_threshold(linked)
-            if threshold is None or len(records) < threshold:
+            if threshold is None or not records:
                 return False
             changes = self._destructive_changes(session, connector_name, records)
-        if not changes:
-            return False
-        (name, value), incident_ids = max(changes.items(), key=lambda item: len(item[1]))
-        if len(incident_ids) < threshold:
-            return False
+        with self._recent_lock:
+            recent = self._recent.setdefault(connector_name, {})
+            for key in list(recent):
+                kept = {incident: at for incident, at in recent[key].items()
+                        if now - at < self.guard_window}
+                if kept:
+                    recent[key] = kept
+                else:
+                    del recent[key]
+            counted = {key: set(recent.get(key, {})) | changes.get(key, set())
+                       for key in {*recent, *changes}}
+            if not counted:
+                return False
+            (name, value), incident_ids = max(counted.items(), key=lambda item: len(item[1]))
+            if len(incident_ids) < threshold:
+                for key, ids in changes.items():
+                    recent.setdefault(key, {}).update(dict.fromkeys(ids, now))
+                return False
         what = f"{name} emptied" if value is None else f"{name} set to {value}"
-        self.pause(connector_name, f"one poll would mirror {what} on {len(incident_ids)} of "
+        if len(changes.get((name, value), ())) < threshold:
+            told_by = f"{told_by} with the changes of the last {_duration(self.guard_window)}"
+        self.pause(connector_name, f"{told_by} would mirror {what} on {len(incident_ids)} of "
                                    f"{linked} linked records (the guard pauses at {threshold})",
                    incident_ids=sorted(incident_ids))
         return True
+
+    def _forget_recent(self, connector_name: str) -> None:
+        with self._recent_lock:
+            self._recent.pop(connector_name, None)
 
     def _destructive_changes(self, session: Session, connector_name: str,
                              records: list[RemoteRecord]) -> dict[tuple[str, str | None], set[int]]:
@@ -315,6 +360,7 @@ class InboundSync:
         with transaction(self.sessions) as session:
             sync_service.set_paused(session=session, connector=connector_name, reason=None,
                                now=self.clock.now())
+        self._forget_recent(connector_name)
         log.info("connector resumed", extra={"connector": connector_name})
 
     @staticmethod
@@ -330,16 +376,29 @@ class InboundSync:
 
     def apply_hints(self, connector_name: str, remote_ids: Sequence[str]) -> list[str]:
         """Webhooks said these records changed: re-read them (in one batch where the connector
-        can) and apply what they really hold now. Returns the ids syncd does not mirror yet: only
-        the poll, which applies the connector's filter or JQL, may create incidents from them.
-        A paused connector takes no hints; the poll after the operator's resume catches up, as it
-        does after a store error drops a batch of hints."""
+        can), check each read with the mass-change guard like a poll's batch, and apply what they
+        really hold now. Returns the ids syncd does not mirror yet: only the poll, which applies
+        the connector's filter or JQL, may create incidents from them. A paused connector takes
+        no hints; the poll after the operator's resume catches up, as it does after a store
+        error drops a batch of hints."""
+        connector = self.runtimes[connector_name].connector
         try:
-            if self.paused_reason(connector_name):
-                return []
             with transaction(self.sessions, readonly=True) as session:
+                row = sync_service.get_cursor(session=session, connector=connector_name)
+                if row is not None and row.paused_reason:
+                    return []
+                accepted = bool(row and row.accept_mass_change)
                 known = set(self._links_by_remote_id(session, connector_name, remote_ids))
-            self.read_and_apply(connector_name, [r for r in remote_ids if r in known])
+            if accepted:
+                self._forget_recent(connector_name)
+            for chunk in _chunks([r for r in dict.fromkeys(remote_ids) if r in known]):
+                read_at = self.clock.now()
+                records = connector.fetch_many(chunk)
+                if not accepted and self._mass_change(connector_name, records,
+                                                      told_by="webhook hints"):
+                    return []
+                for record in records:
+                    self.apply_isolated(connector_name, record, read_at=read_at)
         except STORE_ERRORS as error:
             log.warning("webhook hints could not be applied; the next poll reads the records",
                         extra={"connector": connector_name, "hints": len(remote_ids),
@@ -507,7 +566,7 @@ class InboundSync:
             if baseline and shadow[name] == remote_value:
                 continue                                   # the remote did not change it
             store_value = store_values.get(name)
-            if store_value == remote_value:
+            if store_value == remote_value or (_is_empty(store_value) and _is_empty(remote_value)):
                 continue                                   # both sides already agree
             if baseline and store_value == shadow[name]:
                 to_store[name] = remote_value              # only the remote changed it
@@ -516,15 +575,19 @@ class InboundSync:
             # (the mapping gained the field): a conflict, settled by the field's policy.
             conflicts.append(name)
             policy = mapping.policy_for(name)
-            winner = self._settle(policy, name, runtime, record, incident)
             data = {"field": name, "store": store_value, "remote": remote_value,
                     "policy": policy, "connector": runtime.name}
-            if not baseline:
-                data["reason"] = "no baseline: the mapping did not read this field before"
-                if winner == "remote" and _is_empty(remote_value) and not _is_empty(store_value):
-                    winner = "store"
-                    data["reason"] = ("no baseline and the remote value is empty: syncd keeps "
-                                      "its value and writes it back")
+            if not baseline and _is_empty(store_value) != _is_empty(remote_value):
+                # An empty field in a system that never carried it is not an edit, whichever
+                # side it is on and whatever the policy: the value is kept, never wiped.
+                winner, empty = (("store", "remote") if _is_empty(remote_value)
+                                 else ("remote", "store"))
+                data["reason"] = (f"no baseline and the {empty} value is empty: the {winner}'s "
+                                  f"value is kept on both sides")
+            else:
+                winner = self._settle(policy, name, runtime, record, incident)
+                if not baseline:
+                    data["reason"] = "no baseline: the mapping did not read this field before"
             data["winner"] = winner
             incident_service.append_timeline(session=session, incident_id=incident.id, at=now,
                                              kind="conflict", actor=None, source=runtime.name,
@@ -535,17 +598,27 @@ class InboundSync:
                 push_back[name] = store_value
         changed = {}
         if to_store:
+            # The fields changed when the remote edit was made, not when this poll saw it: an
+            # older edit polled late must not look newer than one made here since (newest_wins).
+            edited_at = min(now, utc(runtime.connector.to_local_time(record.updated_at)))
             diff = incident_service.update_incident(session=session, incident_id=incident.id,
                                                     changes=to_store, now=now,
-                                                    actor=record.updated_by, source=runtime.name)
+                                                    actor=record.updated_by, source=runtime.name,
+                                                    changed_at=edited_at)
             changed = {name: new for name, (_, new) in diff.items()}
             propagate_fields(session=session, incident_id=incident.id, fields=changed,
                              runtimes=self.runtimes, now=now, skip=runtime.name)
         if push_back:
             sync_service.enqueue(session=session, incident_id=incident.id, connector=runtime.name,
                             operation="update", fields=push_back, now=now)
-        sync_service.record_remote_state(session=session, link=link, shadow={**shadow, **remote_values},
-                                    remote_version=record.version, now=now)
+        # Fields the mapping no longer maps leave the shadow: if one comes back, it has no
+        # baseline (a conflict settled by policy), so a store change made meanwhile is not lost.
+        mapped = mapping.canonical_fields_in | mapping.canonical_fields_out
+        sync_service.record_remote_state(session=session, link=link,
+                                         shadow={name: value for name, value in
+                                                 {**shadow, **remote_values}.items()
+                                                 if name in mapped},
+                                         remote_version=record.version, now=now)
         imported = self._import_comments(session, runtime, incident.id, comments)
         outcome = "applied" if changed or imported or conflicts else "unchanged"
         return ApplyResult(outcome, incident.id, changed=changed, conflicts=conflicts)
@@ -583,21 +656,23 @@ class InboundSync:
                          comments: list[RemoteComment]) -> int:
         """Import remote comments not seen before, once each. A comment syncd itself wrote there
         (its link not yet committed, or lost to a crash) is recognised by its author, syncd's own
-        user, and its body, and linked to the store's comment still waiting for that link; a
-        person's comment is always imported, even when it says what a pending note says ("ack")."""
+        user, its body and its channel, and linked to the store's comment still being delivered
+        there (an open outbox row, on the channel its visibility maps to); a person's comment is
+        always imported, even when it says what a pending note says ("ack")."""
         if not comments:
             return 0
         known = sync_service.linked_remote_comment_ids(session=session, connector=runtime.name,
                                                   remote_comment_ids=[c.remote_id for c in comments])
-        awaiting_link = sync_service.comments_without_link(session=session, incident_id=incident_id,
-                                                           connector=runtime.name)
         mapping = runtime.mapping()
+        awaiting_link = sync_service.comments_awaiting_link(
+            session=session, incident_id=incident_id, connector=runtime.name)
         now = self.clock.now()
         imported = 0
         for comment in comments:
             if comment.remote_id in known:
                 continue
-            ours = next((c for c in awaiting_link if same_text(c.body, comment.body)),
+            ours = next((c for c in awaiting_link if same_text(c.body, comment.body)
+                         and self._channel_of(mapping, c.visibility) == comment.channel),
                         None) if comment.own else None
             if ours is not None:
                 awaiting_link.remove(ours)
@@ -619,6 +694,12 @@ class InboundSync:
                               runtimes=self.runtimes, now=now, skip=runtime.name)
             imported += 1
         return imported
+
+    @staticmethod
+    def _channel_of(mapping: SyncMapping, visibility: str) -> str | None:
+        """The remote channel a note of this visibility is posted on; None: never exported."""
+        target = mapping.comment_channel(visibility)
+        return target[0] if target is not None else None
 
     def _dead_letter(self, connector_name: str, record: RemoteRecord, reason: str) -> ApplyResult:
         with transaction(self.sessions) as session:

@@ -57,9 +57,12 @@ def get_incident(*, session: Session, incident_id: int, for_update: bool = False
 
 def update_incident(*, session: Session, incident_id: int, changes: Mapping[str, Any],
                     now: datetime, actor: str | None, source: str,
-                    expected_version: int | None = None) -> dict[str, tuple[Any, Any]]:
+                    expected_version: int | None = None,
+                    changed_at: datetime | None = None) -> dict[str, tuple[Any, Any]]:
     """Apply field changes with a version check; returns {field: (old, new)} of what really changed
-    and records it on the timeline. A version mismatch raises VersionConflict and changes nothing."""
+    and records it on the timeline. A version mismatch raises VersionConflict and changes nothing.
+    ``changed_at`` is when the change was really made, if not ``now`` (a remote edit applied later
+    by a poll): ``newest_wins`` compares it per field (:func:`field_changed_at`)."""
     validate_fields(changes)
     incident = get_incident(session=session, incident_id=incident_id)
     if expected_version is not None and incident.version != expected_version:
@@ -74,7 +77,7 @@ def update_incident(*, session: Session, incident_id: int, changes: Mapping[str,
     # Compare-and-set on the version, so two writers that read the same version cannot both win.
     values = _column_values(incident, {name: new for name, (_, new) in diff.items()}, now)
     values["field_changed_at"] = {**(incident.field_changed_at or {}),
-                                  **{name: now.isoformat() for name in diff}}
+                                  **{name: (changed_at or now).isoformat() for name in diff}}
     result = session.execute(
         update(Incident).where(Incident.id == incident_id, Incident.version == incident.version)
         .values(version=new_version, updated_at=now, **values)

@@ -130,11 +130,22 @@ def test_a_persons_ack_is_imported_even_while_syncd_has_an_ack_pending(world):
 def test_our_own_servicenow_note_whose_link_was_lost_is_linked_not_imported(world):
     sys_id = raise_sn_incident(world)
     world.settle()
+    from .test_outbound_defects import Crash
+
+    def crash(item):
+        if item.operation == "comment" and item.connector == "servicenow":
+            raise Crash()
+
+    world.engine.outbox.after_remote_write = crash
     world.engine.commands.add_note(1, "rolling back", author="carol", source="api")
-    world.settle()
-    with world.store.transaction() as session:      # the commit of the delivery was lost
-        session.query(CommentLink).filter_by(connector="servicenow").delete()
+    with pytest.raises(Crash):                       # the commit of the delivery was lost
+        world.engine.deliver_all_due()
+    world.engine = make_engine(world.store, world.clock, world.sn, world.jira, world.mappings)
     world.sn.human_update(sys_id, {"urgency": "2"})  # anything that makes the poll re-read it
+    world.engine.poll("servicenow")                  # before the row's retry looks for it
+    with world.store.transaction() as session:
+        assert session.query(CommentLink).filter_by(connector="servicenow").count() == 1
+    world.clock.advance(180)                         # the dead process's claims lapse
     world.settle()
     with world.store.transaction() as session:
         assert [c.body for c in incident_service.comments(session=session, incident_id=1)] == \

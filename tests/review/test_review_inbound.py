@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from syncd.incidents import service as incident_service
 from syncd.mapping import default_mapping_path
 
@@ -19,8 +17,6 @@ def timeline_of(world, kind):
                 if e.kind == kind]
 
 
-@pytest.mark.xfail(strict=True, reason="review: a field added to a mapping with store_wins "
-                   "wipes the remote's value when the store never had one (defect 1 mirrored)")
 def test_a_field_added_with_store_wins_never_wipes_the_remote(world, mappings, tmp_path):
     sn_file = default_mapping_path("servicenow").read_text()
     assert DESCRIPTION_RULE in sn_file
@@ -42,8 +38,6 @@ def test_a_field_added_with_store_wins_never_wipes_the_remote(world, mappings, t
     assert world.sn.get_incident(sys_id)["description"] == "p99 latency 30s"
 
 
-@pytest.mark.xfail(strict=True, reason="review: webhook hints bypass the mass-change guard; "
-                   "only the poll checks it, so a bulk wipe hinted by webhooks is mirrored")
 def test_a_mass_wipe_told_by_webhooks_pauses_like_one_found_by_the_poll(store, clock, simulators,
                                                                          mappings):
     from tests.engine.test_inbound_defects import _linked_sn_records, _sn_only_world
@@ -60,9 +54,6 @@ def test_a_mass_wipe_told_by_webhooks_pauses_like_one_found_by_the_poll(store, c
     assert descriptions.count("runbook") == 25
 
 
-@pytest.mark.xfail(strict=True, reason="review: newest_wins stamps a field applied from a remote "
-                   "with the poll's time, not the edit's: an older ServiceNow edit polled later "
-                   "beats a newer Jira edit")
 def test_newest_wins_keeps_the_newest_edit_not_the_newest_poll(world):
     sys_id = raise_sn_incident(world)                      # P1 on both sides
     world.settle()
