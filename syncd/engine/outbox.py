@@ -67,6 +67,7 @@ class OutboxDelivery:
                  clock: Clock, backoff: queue.Backoff = queue.Backoff(),
                  lease: timedelta = timedelta(minutes=2), process: str = "",
                  dead_processes: Callable[[], list[str]] = list,
+                 may_claim: Callable[[], bool] = lambda: True,
                  after_remote_write: Callable[[OutboxItem], None] | None = None,
                  inbound: InboundSync | None = None):
         self.sessions = sessions
@@ -76,6 +77,7 @@ class OutboxDelivery:
         self.lease = lease
         self.process = process                  # claims name it: they end when it stops beating
         self.dead_processes = dead_processes    # processes whose claims may be taken back now
+        self.may_claim = may_claim              # false while this process is taken for dead
         # Fault hook for tests: runs after the remote write and before its commit.
         self.after_remote_write = after_remote_write
         # Applies what a late delivery's re-read found, exactly as a poll would.
@@ -85,6 +87,8 @@ class OutboxDelivery:
                     stopping: Callable[[], bool] = lambda: False) -> int:
         """Claim up to ``limit`` due rows and deliver each; returns how many were claimed. Once
         ``stopping`` says so, the rows not yet started are handed back for another worker."""
+        if not self.may_claim():
+            return 0
         with transaction(self.sessions) as session:
             items = sync_service.claim_due(session=session, worker=worker, now=self.clock.now(),
                                       lease=self.lease, limit=limit, process=self.process,
