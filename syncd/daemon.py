@@ -126,7 +126,7 @@ class Daemon:
         self.engine = SyncEngine(
             sessions=self.sessions, runtimes=runtimes, clock=self.clock, worker_id=self.worker_id,
             locks=lambda name: SingletonLock(self.db, name),
-            dead_processes=self.heartbeats.dead_processes,
+            dead_processes=self.heartbeats.dead_processes, may_claim=self.heartbeats.may_claim,
             settings=EngineSettings(
                 outbox_workers=sync.outbox_workers,
                 lease=sync.claim_lease,

@@ -12,7 +12,7 @@ lapsed and whose row another worker took sends nothing more (invariant 5); and a
 once it has run as long as the lease, so it never writes when another worker may hold the row.
 
 A delivery that is not fresh (see :meth:`OutboxDelivery.fresh`) may be late: a person may have
-edited the record since syncd last read it. It re-reads the record first and, when its version
+edited the record since syncd last read it (ADR 0007). It re-reads the record first and, when its version
 moved, applies it like an inbound change (conflicts settled by each field's policy, on the
 timeline) before writing only what the store still wants (invariant 2).
 """
@@ -20,7 +20,7 @@ timeline) before writing only what the store still wants (invariant 2).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -46,8 +46,8 @@ from syncd.store.db import transaction
 
 log = logging.getLogger(__name__)
 
-# How long after it was queued a row's first claim still counts as fresh (see OutboxDelivery.fresh).
-FRESH_FOR = timedelta(seconds=10)
+# How long after syncd read a record a delivery to it still counts as fresh (see OutboxDelivery.fresh).
+FRESH_FOR = timedelta(seconds=2)
 
 
 class LeaseExhausted(Exception):
@@ -67,6 +67,7 @@ class OutboxDelivery:
                  clock: Clock, backoff: queue.Backoff = queue.Backoff(),
                  lease: timedelta = timedelta(minutes=2), process: str = "",
                  dead_processes: Callable[[], list[str]] = list,
+                 may_claim: Callable[[], bool] = lambda: True,
                  after_remote_write: Callable[[OutboxItem], None] | None = None,
                  inbound: InboundSync | None = None):
         self.sessions = sessions
@@ -76,6 +77,7 @@ class OutboxDelivery:
         self.lease = lease
         self.process = process                  # claims name it: they end when it stops beating
         self.dead_processes = dead_processes    # processes whose claims may be taken back now
+        self.may_claim = may_claim              # false while this process is taken for dead
         # Fault hook for tests: runs after the remote write and before its commit.
         self.after_remote_write = after_remote_write
         # Applies what a late delivery's re-read found, exactly as a poll would.
@@ -85,6 +87,8 @@ class OutboxDelivery:
                     stopping: Callable[[], bool] = lambda: False) -> int:
         """Claim up to ``limit`` due rows and deliver each; returns how many were claimed. Once
         ``stopping`` says so, the rows not yet started are handed back for another worker."""
+        if not self.may_claim():
+            return 0
         with transaction(self.sessions) as session:
             items = sync_service.claim_due(session=session, worker=worker, now=self.clock.now(),
                                       lease=self.lease, limit=limit, process=self.process,
@@ -97,10 +101,10 @@ class OutboxDelivery:
                         queue.release(session=session, model=OutboxItem,
                                       claim=queue.claim_of(unstarted), now=self.clock.now())
                 break
-            self.deliver(item, worker)
+            self.deliver(item)
         return len(items)
 
-    def deliver(self, item: OutboxItem, worker: str) -> None:
+    def deliver(self, item: OutboxItem) -> None:
         """Deliver one claimed row. Whatever goes wrong is recorded on the row (retried with
         backoff, or a dead letter): a worker never dies on one row and strands the rest."""
         runtime = self.runtimes.get(item.connector)
@@ -113,23 +117,23 @@ class OutboxDelivery:
             operation = {"create": self._create, "update": self._update,
                          "comment": self._comment}[item.operation]
             with request_guard(self._fence(item)):
-                operation(runtime, item, worker)
+                operation(runtime, item)
             SYNC_CHANGES.labels(item.connector, "out", item.operation).inc()
         except queue.ClaimLost as lost:
             log.warning("claim lost mid-delivery; another worker has the row",
                         extra={"connector": item.connector, "incident": item.incident_id,
                                "error": str(lost)})
         except (LeaseExhausted, RemoteCommentTaken) as error:
-            self._failed(item, worker, str(error), transient=True)
+            self._failed(item, str(error), transient=True)
         except RemoteError as error:
-            self._failed(item, worker, error.message if error.status is None
+            self._failed(item, error.message if error.status is None
                          else f"{error.status}: {error.message}", error.transient, error.retry_after)
         except UnmappableValue as error:
-            self._failed(item, worker, str(error), transient=False)
+            self._failed(item, str(error), transient=False)
         except Exception as error:
             log.exception("delivery failed unexpectedly", extra={
                 "connector": item.connector, "incident": item.incident_id})
-            self._failed(item, worker, f"{type(error).__name__}: {error}", transient=True)
+            self._failed(item, f"{type(error).__name__}: {error}", transient=True)
 
     def _fence(self, item: OutboxItem) -> Callable[[], None]:
         """Renew the claim now (ClaimLost if another worker took the row) and return the check
@@ -159,20 +163,21 @@ class OutboxDelivery:
         return item.claim_token > 1
 
     @staticmethod
-    def fresh(item: OutboxItem) -> bool:
-        """A delivery is fresh on its row's first claim, made within FRESH_FOR of the row being
-        queued: what syncd last read of the record is then as recent as the change it carries.
-        Any other delivery is late (retried, reclaimed after a crash or a lapsed lease, or kept
-        waiting in the queue) and re-reads the record before writing. A read of the record after
-        the row was queued needs no second look: that read already settled its conflicts."""
-        return (item.claim_token == 1 and item.first_attempt_at is not None
-                and item.first_attempt_at - item.created_at <= FRESH_FOR)
+    def fresh(item: OutboxItem, link: Link, now: datetime) -> bool:
+        """A delivery is fresh when syncd read the record after the row was queued (the apply
+        of that very record queued it, or a poll came since), at most FRESH_FOR ago, and this is
+        the row's first claim: a person's edit can then only be one made in those last seconds.
+        The row's own age says nothing: the link may have been read a poll interval before the
+        change was queued, and a person may have edited the record in between. Any other
+        delivery is late and re-reads the record before writing."""
+        return (item.claim_token == 1 and link.synced_at >= item.created_at
+                and now - link.synced_at <= FRESH_FOR)
 
     # -- operations ------------------------------------------------------------------------------
-    def _create(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
+    def _create(self, runtime: ConnectorRuntime, item: OutboxItem) -> None:
         incident, values, link = self._read(item, runtime.name)
         if link is not None:                      # already created (a retried or duplicate row)
-            self._push(runtime, item, worker, incident, values, link, list(values))
+            self._push(runtime, item, incident, values, link, list(values))
             return
         mapping = runtime.mapping()
         correlation = correlation_id(incident.id)
@@ -229,15 +234,16 @@ class OutboxDelivery:
                       extra={"connector": runtime.name, "incident": incident.id,
                              "remote_key": record.key, "reason": unmappable})
 
-    def _update(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
+    def _update(self, runtime: ConnectorRuntime, item: OutboxItem) -> None:
         incident, values, link = self._read(item, runtime.name)
         if link is None:
             raise UnmappableValue(f"incident {item.incident_id} has no {runtime.name} record to update")
         names = list(item.fields)
-        if not self.fresh(item) and self._changed(runtime, values, link, names):
+        if not self.fresh(item, link, self.clock.now()) and self._changed(runtime, values, link,
+                                                                         names):
             if self._apply_remote_changes(runtime, link):
                 incident, values, link = self._read(item, runtime.name)
-        self._push(runtime, item, worker, incident, values, link, names)
+        self._push(runtime, item, incident, values, link, names)
 
     def _apply_remote_changes(self, runtime: ConnectorRuntime, link: Link) -> bool:
         """Re-read a late delivery's record; when its version moved since the link's, apply it as
@@ -262,8 +268,8 @@ class OutboxDelivery:
         return {name: values.get(name) for name in names
                 if name in writes and shadow.get(name) != values.get(name)}
 
-    def _push(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str, incident: Incident,
-              values: dict[str, Any], link: Any, names: list[str]) -> None:
+    def _push(self, runtime: ConnectorRuntime, item: OutboxItem, incident: Incident,
+              values: dict[str, Any], link: Link, names: list[str]) -> None:
         """Write the named fields where the store differs from what the remote last had."""
         mapping = runtime.mapping()
         changed = self._changed(runtime, values, link, names)
@@ -307,7 +313,7 @@ class OutboxDelivery:
             return answer.version
         return None
 
-    def _comment(self, runtime: ConnectorRuntime, item: OutboxItem, worker: str) -> None:
+    def _comment(self, runtime: ConnectorRuntime, item: OutboxItem) -> None:
         comment_id = item.fields["comment_id"]
         with transaction(self.sessions, readonly=True) as session:
             comment = session.get(Comment, comment_id)
@@ -316,12 +322,12 @@ class OutboxDelivery:
             already = sync_service.remote_comment_id(session=session, comment_id=comment_id,
                                                 connector=runtime.name)
         if comment is None or already is not None:
-            return self._complete(item, worker)
+            return self._complete(item)
         if link is None:
             raise UnmappableValue(f"incident {item.incident_id} has no {runtime.name} record to comment on")
         target = runtime.mapping().comment_channel(comment.visibility)
         if target is None:
-            return self._complete(item, worker)
+            return self._complete(item)
         channel, _restricted = target     # a restricted Jira channel names its audience: comment:<role>
         found = None
         if self.claimed_before(item):
@@ -366,11 +372,11 @@ class OutboxDelivery:
         if self.after_remote_write is not None:
             self.after_remote_write(item)
 
-    def _complete(self, item: OutboxItem, worker: str) -> None:
+    def _complete(self, item: OutboxItem) -> None:
         with transaction(self.sessions) as session:
             queue.complete(session=session, model=OutboxItem, claim=queue.claim_of(item), now=self.clock.now())
 
-    def _failed(self, item: OutboxItem, worker: str, error: str, transient: bool,
+    def _failed(self, item: OutboxItem, error: str, transient: bool,
                 retry_after: float | None = None) -> None:
         try:
             with transaction(self.sessions) as session:

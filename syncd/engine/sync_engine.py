@@ -61,7 +61,8 @@ class SyncEngine:
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
                  clock: Clock, settings: EngineSettings = EngineSettings(), worker_id: str = "syncd",
                  locks: Callable[[str], SingletonLock] | None = None,
-                 dead_processes: Callable[[], list[str]] = list):
+                 dead_processes: Callable[[], list[str]] = list,
+                 may_claim: Callable[[], bool] = lambda: True):
         self.sessions = sessions
         self.runtimes = dict(runtimes)
         self.clock = clock
@@ -80,6 +81,7 @@ class SyncEngine:
         self.outbox = OutboxDelivery(sessions=sessions, runtimes=self.runtimes, clock=clock,
                                      backoff=settings.backoff, lease=settings.lease,
                                      process=worker_id, dead_processes=dead_processes,
+                                     may_claim=may_claim,
                                      inbound=self.inbound)
         self.commands = IncidentCommands(sessions=sessions, runtimes=self.runtimes, clock=clock)
         self._work_ready = threading.Event()

@@ -13,7 +13,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Sequence, TypeVar
 
 from sqlalchemy import Integer, Select, String, Text, and_, func, or_, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -71,7 +71,8 @@ class Backoff:
         return (rng or random).uniform(ceiling / 2, ceiling)
 
 
-def due_condition(model: type[ClaimableRow], now: datetime, dead_processes: list[str] = ()) -> Any:
+def due_condition(model: type[ClaimableRow], now: datetime,
+                  dead_processes: Sequence[str] = ()) -> Any:
     """Rows a worker may claim: pending and due, or in flight under a claim that ended (its lease
     ran out, or its process is known dead)."""
     ended = model.claimed_until < now

@@ -8,6 +8,7 @@ from syncd.engine import service as sync_service
 from syncd.engine.models import OutboxItem
 from syncd.incidents import service as incident_service
 from syncd.metrics import CLAIMS_ORPHANED, CLAIMS_RECOVERED
+from syncd.store.models import ProcessHeartbeat
 from syncd.store.processes import Heartbeats
 
 LEASE = timedelta(minutes=10)
@@ -76,3 +77,63 @@ def test_a_sole_process_takes_back_every_earlier_claim_at_its_start(store, clock
     restarted.register(sole=True)
     assert restarted.dead_processes() == [killed.process]
     assert claim_one(store, clock, restarted.process, restarted.dead_processes()) == [1]
+
+
+def test_a_killed_replica_is_dead_to_an_observer_that_starts_later_after_the_stale_time(store,
+                                                                                     clock):
+    killed = heartbeats(store, clock, "host:1:killed")
+    killed.register(sole=False)
+    queue_a_delivery(store, clock)
+    claim_one(store, clock, killed.process)
+    clock.advance(3600)                                 # long dead, but the newcomer cannot know
+    newcomer = heartbeats(store, clock, "host:2:new")
+    newcomer.register(sole=False)
+    assert newcomer.dead_processes() == []
+    clock.advance(STALE.total_seconds() + 1)
+    newcomer.beat()
+    assert newcomer.dead_processes() == [killed.process]
+
+
+def test_a_replica_taken_for_dead_claims_nothing_until_it_registered_again(store, clock):
+    """a froze for longer than the stale time; b took it for dead and deleted its row. When a
+    wakes its claims are being taken back: it must not claim until every observer sees it again."""
+    a, b = heartbeats(store, clock, "host:1:a"), heartbeats(store, clock, "host:2:b")
+    a.register(sole=False)
+    b.register(sole=False)
+    assert a.may_claim()
+    clock.advance(STALE.total_seconds() + 1)
+    b.beat()                                            # a is silent: its row goes
+    with store.transaction() as session:
+        assert session.get(ProcessHeartbeat, a.process) is None
+    a.beat()                                            # a wakes, finds its row gone
+    assert not a.may_claim()
+    with store.transaction() as session:
+        assert session.get(ProcessHeartbeat, a.process) is not None     # registered again
+    clock.advance(2)
+    b.beat()
+    assert not a.may_claim() and b.dead_processes() == []
+    clock.advance(STALE.total_seconds())
+    a.beat()
+    assert a.may_claim()
+
+
+def test_a_row_taken_over_by_another_start_stops_claims_too(store, clock):
+    a = heartbeats(store, clock, "host:1:a")
+    a.register(sole=False)
+    with store.transaction() as session:
+        session.get(ProcessHeartbeat, a.process).started_at = clock.now() - timedelta(hours=1)
+    a.beat()
+    assert not a.may_claim()
+    with store.transaction() as session:
+        assert session.get(ProcessHeartbeat, a.process).started_at == a.started_at
+
+
+def test_a_stopped_process_claims_nothing(store, clock):
+    a = heartbeats(store, clock, "host:1:a")
+    assert not a.may_claim()
+    a.register(sole=False)
+    a.unregister()
+    a.beat()
+    assert not a.may_claim()
+    with store.transaction() as session:
+        assert session.get(ProcessHeartbeat, a.process) is None
