@@ -47,7 +47,7 @@ from syncd.store.db import transaction
 log = logging.getLogger(__name__)
 
 # How long after syncd read a record a delivery to it still counts as fresh (see OutboxDelivery.fresh).
-FRESH_FOR = timedelta(seconds=2)
+FRESH_FOR = timedelta(seconds=10)
 
 
 class LeaseExhausted(Exception):
@@ -164,14 +164,14 @@ class OutboxDelivery:
 
     @staticmethod
     def fresh(item: OutboxItem, link: Link, now: datetime) -> bool:
-        """A delivery is fresh when syncd read the record after the row was queued (the apply
-        of that very record queued it, or a poll came since), at most FRESH_FOR ago, and this is
-        the row's first claim: a person's edit can then only be one made in those last seconds.
-        The row's own age says nothing: the link may have been read a poll interval before the
-        change was queued, and a person may have edited the record in between. Any other
-        delivery is late and re-reads the record before writing."""
-        return (item.claim_token == 1 and link.synced_at >= item.created_at
-                and now - link.synced_at <= FRESH_FOR)
+        """A delivery is fresh (written without a re-read) on the row's first claim, when the row
+        is not older than syncd's last read of the record (a read after the row was queued may
+        have brought a remote change the row knows nothing of) and was queued at most FRESH_FOR
+        ago (a row that waited in a backlog is late). Retried, reclaimed and operator-retried
+        rows are late too. A late delivery re-reads the record and settles what moved by policy
+        before writing (issue 9, defect 9; ADR 0007)."""
+        return (item.claim_token == 1 and item.created_at >= link.synced_at
+                and now - item.created_at <= FRESH_FOR)
 
     # -- operations ------------------------------------------------------------------------------
     def _create(self, runtime: ConnectorRuntime, item: OutboxItem) -> None:
