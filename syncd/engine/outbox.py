@@ -6,10 +6,10 @@ A crash between the write and that commit leaves the row to be claimed again onc
 each operation is safe to repeat: a retried create first looks for its correlation id (invariant 3),
 an update re-sends the same values, a retried comment first looks for our own comment saying it.
 
-Every remote request of a delivery runs under a fence (:func:`request_guard`): before each request
-and between retry attempts the claim is renewed under its fencing token, so a worker whose lease
-lapsed and whose row another worker took sends nothing more (invariant 5); and a delivery stops
-once it has run as long as the lease, so it never writes when another worker may hold the row.
+Every remote request of a delivery runs under a fence (:func:`request_guard`): the claim is renewed
+for one lease when the delivery starts, the delivery stops once it has run that long, and before
+each request and between retry attempts the claim's fencing token is checked, so a worker whose
+row another worker took sends nothing more (invariant 5).
 
 A delivery that is not fresh (see :meth:`OutboxDelivery.fresh`) may be late: a person may have
 edited the record since syncd last read it (ADR 0007). It re-reads the record first and, when its version
@@ -136,9 +136,12 @@ class OutboxDelivery:
             self._failed(item, f"{type(error).__name__}: {error}", transient=True)
 
     def _fence(self, item: OutboxItem) -> Callable[[], None]:
-        """Renew the claim now (ClaimLost if another worker took the row) and return the check
-        that runs before every remote request of the delivery: LeaseExhausted once the delivery
-        has run as long as the lease since now, else renew the claim again."""
+        """Renew the claim now for one whole lease (ClaimLost if another worker took the row)
+        and return the check that runs before every remote request of the delivery and between
+        its retries: LeaseExhausted once the delivery has run as long as that lease, else a
+        read of the fencing token (ClaimLost if the row was taken back, say from a process
+        thought dead). The delivery never outlives the claim it renewed, so the check needs no
+        write: on SQLite it does not queue behind the store's one writer."""
         claim = queue.claim_of(item)
         self._renew(claim)
         deadline = self.clock.now() + self.lease
@@ -147,7 +150,8 @@ class OutboxDelivery:
             if self.clock.now() >= deadline:
                 raise LeaseExhausted(f"the delivery ran past its {self.lease.total_seconds():g} s "
                                      f"lease and stopped before its next request")
-            self._renew(claim)
+            with transaction(self.sessions, readonly=True) as session:
+                queue.held(session=session, model=OutboxItem, claim=claim, lock=False)
         return check
 
     def _renew(self, claim: queue.Claim) -> None:

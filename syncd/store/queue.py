@@ -127,9 +127,10 @@ def claim_of(row: ClaimableRow) -> Claim:
     return Claim(row.id, row.claim_token, row.claimed_by or "")
 
 
-def held(*, session: Session, model: type[Row], claim: Claim) -> Row:
-    """The row, locked, if ``claim`` still holds it; ClaimLost otherwise."""
-    row = session.get(model, claim.row_id, with_for_update=True)
+def held(*, session: Session, model: type[Row], claim: Claim, lock: bool = True) -> Row:
+    """The row (locked, unless ``lock`` is off for a read-only check) if ``claim`` still holds
+    it; ClaimLost otherwise."""
+    row = session.get(model, claim.row_id, with_for_update=lock)
     if row is None:
         raise NotFound(f"{model.__tablename__} row {claim.row_id} does not exist")
     if row.state != "in_flight" or row.claim_token != claim.token:
