@@ -71,14 +71,9 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate the config, its mapping files and its response files; print them redacted (the
     config's sections at the top, what the response files define under "definitions")."""
-    from syncd.mapping import validate_files
     config = load_config_or_fail(args.file or args.config)
     mapping_files = [str(connector.mapping) for connector in config.connectors.values()]
-    problems = validate_files(mapping_files)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if problems:
-        print(f"{len(problems)} problem(s) in the mapping files", file=sys.stderr)
+    if report_mapping_problems(mapping_files):
         return EXIT_USAGE
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -89,17 +84,23 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_mappings_validate(args: argparse.Namespace) -> int:
+def report_mapping_problems(files: list[str]) -> bool:
+    """Print every problem of the mapping files (file:line:column) to stderr; True if any."""
     from syncd.mapping import validate_files
-    files = args.files
-    if not files:
-        config = load_config_or_fail(args.config)
-        files = [str(connector.mapping) for connector in config.connectors.values()]
     problems = validate_files(files)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
-        print(f"{len(problems)} problem(s) in {len(files)} file(s)", file=sys.stderr)
+        print(f"{len(problems)} problem(s) in {len(files)} mapping file(s)", file=sys.stderr)
+    return bool(problems)
+
+
+def cmd_mappings_validate(args: argparse.Namespace) -> int:
+    files = args.files
+    if not files:
+        config = load_config_or_fail(args.config)
+        files = [str(connector.mapping) for connector in config.connectors.values()]
+    if report_mapping_problems(files):
         return EXIT_USAGE
     print(f"{len(files)} mapping file(s) valid")
     return EXIT_OK
