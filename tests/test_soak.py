@@ -17,6 +17,7 @@ from .conftest import _postgres_unavailable
 
 pytestmark = pytest.mark.slow
 OUTBOX_EMPTY_WITHIN = 10.0      # seconds after the last restart
+QUIET_WITHIN = 60.0             # seconds after the last restart the soak waits for quiet
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -26,16 +27,18 @@ def soak(request, tmp_path_factory):
             pytest.fail(_postgres_unavailable())
         pytest.skip(_postgres_unavailable())
     figures = run_soak(SoakSettings(store=request.param, incidents=12, kills=8, outage=12,
-                                    storm=8, timeout=135,
+                                    storm=8, timeout=QUIET_WITHIN,
                                     workdir=tmp_path_factory.mktemp(f"soak-{request.param}")))
     print(figures.summary())
     return figures
 
 
-DEFECT_2_STUCK = pytest.mark.xfail(strict=True, reason=(
-    "defect 2: a retried comment delivery takes an earlier same-text comment as its own and "
-    "fails on the unique comment_link key, retrying with backoff: that pair keeps disagreeing "
-    "and the outbox never goes quiet within the soak"))
+NEVER_QUIET = pytest.mark.xfail(strict=True, reason=(
+    "defect 7: the killed daemon's claims (up to 10 rows a worker, 2-minute lease) block their "
+    "incidents until the lease ends, so nothing is quiet within 60 s of the last restart (the "
+    "soak measures ~115 s); also defect 2: a retried comment delivery takes an earlier same-text "
+    "comment as its own and fails on the unique comment_link key, retrying with backoff, so in "
+    "some runs that pair never agrees"))
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -51,22 +54,20 @@ def test_a_crash_soak_duplicates_no_record_and_no_comment(soak):
     assert (soak.duplicated_records, soak.duplicated_comments) == ([], []), soak.summary()
 
 
-@DEFECT_2_STUCK
+@NEVER_QUIET
 def test_after_a_crash_soak_every_pair_agrees_with_the_store(soak):
     assert soak.quiet_after is not None, soak.summary()
     assert soak.disagreeing_pairs == [], soak.summary()
     assert soak.paused == [] and soak.dead_letters == 0, soak.summary()
 
 
-@DEFECT_2_STUCK
+@NEVER_QUIET
 def test_after_a_crash_soak_syncd_writes_nothing_once_quiet(soak):
     assert soak.quiet_after is not None, "never quiet: " + soak.summary()
     assert soak.writes_after_quiet == 0, soak.summary()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect 7: a killed daemon's claims (up to 10 rows a worker, 2-minute lease) block their "
-    "incidents until the lease ends: the outbox empties ~2 minutes after the last restart"))
+@NEVER_QUIET
 def test_after_the_last_restart_the_outbox_empties_within_seconds(soak):
     assert soak.outbox_empty_after is not None, soak.summary()
     assert soak.outbox_empty_after <= OUTBOX_EMPTY_WITHIN, soak.summary()
