@@ -97,6 +97,10 @@ class SoakFigures:
     edits: int = 0
     comments_written: int = 0
     lost_updates: list[str] = field(default_factory=list)
+    # The last edit lost a conflict the timeline records, settled by the field's policy
+    # (invariant 2 allows it; newest_wins compares the store's field time with the remote
+    # record's update time, which another field's later edit moves: ADR 0005).
+    settled_by_policy: list[str] = field(default_factory=list)
     lost_comments: list[str] = field(default_factory=list)
     duplicated_records: list[str] = field(default_factory=list)
     duplicated_comments: list[str] = field(default_factory=list)
@@ -124,6 +128,8 @@ class SoakFigures:
             f"{self.edits} edits by people ({self.comments_written} comments), {self.duration:.0f} s",
             f"lost updates          {self.lost} ({len(self.lost_updates)} fields, "
             f"{len(self.lost_comments)} comments)",
+            f"settled by policy     {len(self.settled_by_policy)} (the last edit lost a recorded "
+            f"conflict)",
             f"duplicated            {self.duplicated} ({len(self.duplicated_records)} records, "
             f"{len(self.duplicated_comments)} comments)",
             f"disagreeing pairs     {len(self.disagreeing_pairs)}",
@@ -137,6 +143,7 @@ class SoakFigures:
             lines.append(f"daemon start to /healthz: median {starts[len(starts) // 2]:.1f} s, "
                          f"max {starts[-1]:.1f} s")
         for title, items in (("lost", self.lost_updates + self.lost_comments),
+                             ("settled by policy", self.settled_by_policy),
                              ("duplicated", self.duplicated_records + self.duplicated_comments),
                              ("disagreeing", self.disagreeing_pairs)):
             for item in items[:10]:
@@ -207,7 +214,9 @@ class StoreView:
             return {i.id: {"title": i.title, "priority": i.priority, "status": i.status,
                            "number": i.number,
                            "comments": Counter(c.body for c in incident_service.comments(
-                               session=session, incident_id=i.id))}
+                               session=session, incident_id=i.id)),
+                           "conflicts": {e.data.get("field") for e in incident_service.timeline(
+                               session=session, incident_id=i.id) if e.kind == "conflict"}}
                     for i in incident_service.list_incidents(session=session, limit=10_000)}
 
     def paused(self) -> list[str]:
@@ -471,7 +480,8 @@ def compare(store: StoreView, remotes: Remotes, targets: list[Target],
     duplicates, each as readable lines."""
     incidents = store.incidents()
     sn_records = remotes.sn_records()
-    found: dict[str, list[str]] = {"lost_updates": [], "lost_comments": [], "disagreeing": [],
+    found: dict[str, list[str]] = {"lost_updates": [], "settled_by_policy": [],
+                                   "lost_comments": [], "disagreeing": [],
                                    "duplicated_records": [], "duplicated_comments": []}
     if len(incidents) > len(targets):
         found["duplicated_records"].append(f"{len(incidents)} incidents for {len(targets)} records")
@@ -507,8 +517,9 @@ def compare(store: StoreView, remotes: Remotes, targets: list[Target],
         wanted = expected[target.incident_id]
         for name in ("title", "priority", "status"):
             if stored[name] != wanted[name]:
-                found["lost_updates"].append(f"{target.number} {name}: store {stored[name]!r}, "
-                                             f"last edit {wanted[name]!r}")
+                kind = "settled_by_policy" if name in stored["conflicts"] else "lost_updates"
+                found[kind].append(f"{target.number} {name}: store {stored[name]!r}, "
+                                   f"last edit {wanted[name]!r}")
         for body, times in wanted["comments"].items():
             if stored["comments"][body] < times:
                 found["lost_comments"].append(f"{target.number} {body!r}: store "
@@ -631,6 +642,7 @@ def run_soak(settings: SoakSettings) -> SoakFigures:
         figures.outbox_empty_after = (last_open - restarted) if not store.open_outbox_rows() else None
         found = compare(store, remotes, targets, expected)
         figures.lost_updates = found["lost_updates"]
+        figures.settled_by_policy = found["settled_by_policy"]
         figures.lost_comments = found["lost_comments"]
         figures.duplicated_records = found["duplicated_records"]
         figures.duplicated_comments = found["duplicated_comments"]

@@ -33,19 +33,6 @@ def soak(request, tmp_path_factory):
     return figures
 
 
-NEVER_QUIET = pytest.mark.xfail(strict=True, reason=(
-    "defect 7: the killed daemon's claims (up to 10 rows a worker, 2-minute lease) block their "
-    "incidents until the lease ends, so nothing is quiet within 60 s of the last restart (the "
-    "soak measures ~115 s); also defect 2: a retried comment delivery takes an earlier same-text "
-    "comment as its own and fails on the unique comment_link key, retrying with backoff, so in "
-    "some runs that pair never agrees"))
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "defect 2: repeated short comments ('ack', '+1') are lost after a crash (a person's 'ack' is "
-    "taken for syncd's own unlinked one); defects 5/9: a newer edit loses its conflict to an "
-    "older one delayed by the outage or a crash (the store's side is dated when syncd applied "
-    "it, the remote's by its whole record)"))
 def test_a_crash_soak_loses_no_update(soak):
     assert (soak.lost_updates, soak.lost_comments) == ([], []), soak.summary()
 
@@ -54,20 +41,17 @@ def test_a_crash_soak_duplicates_no_record_and_no_comment(soak):
     assert (soak.duplicated_records, soak.duplicated_comments) == ([], []), soak.summary()
 
 
-@NEVER_QUIET
 def test_after_a_crash_soak_every_pair_agrees_with_the_store(soak):
     assert soak.quiet_after is not None, soak.summary()
     assert soak.disagreeing_pairs == [], soak.summary()
     assert soak.paused == [] and soak.dead_letters == 0, soak.summary()
 
 
-@NEVER_QUIET
 def test_after_a_crash_soak_syncd_writes_nothing_once_quiet(soak):
     assert soak.quiet_after is not None, "never quiet: " + soak.summary()
     assert soak.writes_after_quiet == 0, soak.summary()
 
 
-@NEVER_QUIET
 def test_after_the_last_restart_the_outbox_empties_within_seconds(soak):
     assert soak.outbox_empty_after is not None, soak.summary()
     assert soak.outbox_empty_after <= OUTBOX_EMPTY_WITHIN, soak.summary()

@@ -11,7 +11,8 @@ process is dead to an observer once its row is gone, or once the observer has se
 ``seen_at`` for longer than ``stale_after`` (five beats). So a replica whose wall clock runs
 behind or ahead keeps its claims however large the skew, a beat late by less than
 ``stale_after`` costs nothing, and a killed replica's claims still move on within
-``stale_after`` plus one beat. (The database's clock would remove the skew too, but SQLite has
+``stale_after`` plus one beat; a process of this host whose pid is gone (a restart after a kill)
+is dead at the first look. (The database's clock would remove the skew too, but SQLite has
 none worth the name and tests could no longer move time.) An observer that has just started gives
 each row it finds a full ``stale_after`` from its first look.
 
@@ -50,6 +51,25 @@ log = logging.getLogger(__name__)
 def process_id(started_at: datetime) -> str:
     """host:pid:start time; the start time tells a restarted process from its dead predecessor."""
     return f"{socket.gethostname()}:{os.getpid()}:{started_at:%Y%m%dT%H%M%S.%fZ}"
+
+
+def gone_from_this_host(process: str) -> bool:
+    """Whether ``process`` ran on this host and runs no more: its pid is gone, or is ours while
+    its start time is not (a restarted container reuses pids). A pid another program reused
+    looks alive: that errs towards waiting for stale_after, never towards taking live claims."""
+    host, _, rest = process.partition(":")
+    pid, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True          # not us (our own row is never asked about): a predecessor
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class Heartbeats:
@@ -153,12 +173,17 @@ class Heartbeats:
             row.seen_at = self.clock.now()
 
     def _silent(self, rows, now: float) -> list[tuple[str, datetime]]:
-        """The rows whose seen_at has not changed for longer than stale_after on our clock."""
+        """The rows whose seen_at has not changed for longer than stale_after on our clock, and
+        at once those of a process of this host that no longer runs (a restart after a kill)."""
         present = {process for process, _ in rows}
         for gone in set(self._seen) - present:
             del self._seen[gone]
         silent = []
         for process, seen_at in rows:
+            if gone_from_this_host(process):
+                silent.append((process, seen_at))
+                self._seen.setdefault(process, (seen_at, now))
+                continue
             first = self._seen.get(process)
             if first is None or first[0] != seen_at:
                 self._seen[process] = (seen_at, now)

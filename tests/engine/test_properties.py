@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -29,11 +29,11 @@ from sqlalchemy import text
 from syncd.clock import ManualClock
 from syncd.engine import dead_letters
 from syncd.engine import service as sync_service
-from syncd.engine.ownership import PollerOwnership
 from syncd.engine.sync_engine import SyncEngine
 from syncd.incidents import service as incident_service
 from syncd.simulators.base import Fault
 from syncd.store import db
+from syncd.store.locks import SingletonLock
 
 from ..conftest import PG_URL, StoreHandle, _pg_schema_url, _postgres_unavailable
 from .conftest import make_engine
@@ -69,13 +69,12 @@ class Replica:
         built = make_engine(self.store, machine.clock, machine.sn, machine.jira, machine.mappings)
         self.engine = SyncEngine(sessions=built.sessions, runtimes=built.runtimes,
                                  clock=built.clock, settings=built.settings, worker_id=name,
-                                 ownership=lambda connector: PollerOwnership(self.store.engine,
-                                                                             connector))
+                                 locks=lambda lock: SingletonLock(self.store.engine, lock))
 
     def die(self) -> None:
         """Everything a killed process lets go of: connections, and with them its locks."""
-        for owner in self.engine.ownership.values():
-            owner.release()
+        for lock in self.engine.locks.values():
+            lock.release()
         for runtime in self.engine.runtimes.values():
             runtime.connector.close()
         self.store.engine.dispose()
@@ -408,16 +407,10 @@ class ConvergingMachine(SyncMachine):
             super().teardown()
 
 
-DEFECT_2 = pytest.mark.xfail(strict=True, reason=(
-    "defect 2: a repeated short comment is lost: an inbound 'ack' is linked to a pending syncd "
-    "note with the same text (neither mirrored), and a retried delivery takes someone else's "
-    "'ack' as its own, then dies on the unique comment_link key as a dead letter"))
-
-
-@pytest.mark.parametrize("bodies", ["unique", pytest.param("repeated", marks=DEFECT_2)])
+@pytest.mark.parametrize("bodies", ["unique", "repeated"])
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_random_edits_faults_crashes_and_racing_replicas_converge_without_duplicates(
-        kind, bodies, request, tmp_path, simulators, mappings):
+        kind, bodies, tmp_path, simulators, mappings):
     if kind == "postgresql" and _postgres_unavailable():
         if os.environ.get("CI") == "true":
             pytest.fail(_postgres_unavailable())
@@ -425,11 +418,8 @@ def test_random_edits_faults_crashes_and_racing_replicas_converge_without_duplic
     machine = type("Machine", (ConvergingMachine,), {
         "kind": kind, "tmp_dir": tmp_path, "simulators": simulators, "mappings": mappings,
         "repeat_bodies": bodies == "repeated"})
-    # Derandomized: the same examples on every run, so a red run is reproducible and an expected
-    # failure fails every time. Shrinking an expected failure would only cost minutes.
-    expected_to_fail = request.node.get_closest_marker("xfail") is not None
+    # Derandomized: the same examples on every run, so a red run is reproducible.
     machine.TestCase.settings = settings(
         max_examples=10 if kind == "sqlite" else 6, stateful_step_count=30, deadline=None,
-        derandomize=True, database=None, suppress_health_check=list(HealthCheck),
-        phases=[p for p in Phase if not (expected_to_fail and p == Phase.shrink)])
+        derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     machine.TestCase().runTest()

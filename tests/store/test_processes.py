@@ -137,3 +137,24 @@ def test_a_stopped_process_claims_nothing(store, clock):
     assert not a.may_claim()
     with store.transaction() as session:
         assert session.get(ProcessHeartbeat, a.process) is None
+
+
+def test_a_killed_process_of_this_host_is_dead_at_the_first_look_after_a_restart(store, clock):
+    import socket
+    import subprocess
+    import sys
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    killed = f"{socket.gethostname()}:{finished.stdout.strip()}:20260101T000000.000000Z"
+    live_elsewhere = "another-host:1:20260101T000000.000000Z"
+    before, restarted = heartbeats(store, clock, killed), heartbeats(store, clock, "host:9:new")
+    elsewhere = heartbeats(store, clock, live_elsewhere)
+    before.register(sole=False)
+    elsewhere.register(sole=False)
+    queue_a_delivery(store, clock)
+    assert claim_one(store, clock, killed) == [1]                  # then it is killed
+    restarted.register(sole=False)
+    restarted.beat()                                                # no stale_after to wait
+    assert restarted.dead_processes() == [killed]
+    assert claim_one(store, clock, restarted.process, restarted.dead_processes()) == [1]
+    assert elsewhere.process not in restarted.dead_processes()
