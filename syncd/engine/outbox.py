@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 # How long after syncd read a record a delivery to it still counts as fresh (see OutboxDelivery.fresh).
 FRESH_FOR = timedelta(seconds=10)
+FRESH_MARGIN = timedelta(seconds=5)     # slack on top of two poll intervals
 
 
 class LeaseExhausted(Exception):
@@ -82,6 +83,9 @@ class OutboxDelivery:
         self.after_remote_write = after_remote_write
         # Applies what a late delivery's re-read found, exactly as a poll would.
         self.inbound = inbound or InboundSync(sessions=sessions, runtimes=runtimes, clock=clock)
+        # Webhooks sent while this process was down are lost: until a poll of the connector has
+        # completed since then, what syncd knows of its records may be old (see polling_current).
+        self.started_at = clock.now()
 
     def deliver_due(self, worker: str, *, limit: int = 10,
                     stopping: Callable[[], bool] = lambda: False) -> int:
@@ -177,6 +181,18 @@ class OutboxDelivery:
         return (item.claim_token == 1 and item.created_at >= link.synced_at
                 and now - item.created_at <= FRESH_FOR)
 
+    def polling_current(self, runtime: ConnectorRuntime, now: datetime) -> bool:
+        """Whether syncd can have seen the connector's recent changes: a poll of it completed
+        since this process started (webhooks sent while it was down are lost; the poll catches
+        them up) and within two poll intervals (an outage or a stalled poller stops it). If not,
+        even a fresh delivery re-reads its record first: after a restart or an outage, a person's
+        edit syncd has not seen yet is likely, and is settled by policy instead of overwritten."""
+        with transaction(self.sessions, readonly=True) as session:
+            cursor = sync_service.get_cursor(session=session, connector=runtime.name)
+            polled = cursor.last_poll_at if cursor else None
+        return (polled is not None and polled >= self.started_at
+                and now - polled <= 2 * runtime.poll_interval + FRESH_MARGIN)
+
     # -- operations ------------------------------------------------------------------------------
     def _create(self, runtime: ConnectorRuntime, item: OutboxItem) -> None:
         incident, values, link = self._read(item, runtime.name)
@@ -243,8 +259,9 @@ class OutboxDelivery:
         if link is None:
             raise UnmappableValue(f"incident {item.incident_id} has no {runtime.name} record to update")
         names = list(item.fields)
-        if not self.fresh(item, link, self.clock.now()) and self._changed(runtime, values, link,
-                                                                         names):
+        now = self.clock.now()
+        late = not (self.fresh(item, link, now) and self.polling_current(runtime, now))
+        if late and self._changed(runtime, values, link, names):
             if self._apply_remote_changes(runtime, link):
                 incident, values, link = self._read(item, runtime.name)
         self._push(runtime, item, incident, values, link, names)

@@ -290,7 +290,9 @@ class InboundSync:
                        for key in {*recent, *changes}}
             if not counted:
                 return False
-            (name, value), incident_ids = max(counted.items(), key=lambda item: len(item[1]))
+            # The largest change; ties by field name, so the reason is the same on every run.
+            (name, value), incident_ids = min(counted.items(),
+                                              key=lambda item: (-len(item[1]), str(item[0])))
             if len(incident_ids) < threshold:
                 for key, ids in changes.items():
                     recent.setdefault(key, {}).update(dict.fromkeys(ids, now))
