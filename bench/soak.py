@@ -112,6 +112,7 @@ class SoakFigures:
     dead_letters: int = 0
     start_seconds: list[float] = field(default_factory=list)
     duration: float = 0.0
+    people_errors: list[str] = field(default_factory=list)   # edits whose answer was lost
 
     @property
     def lost(self) -> int:
@@ -138,6 +139,7 @@ class SoakFigures:
             f"quiet after           {_seconds(self.quiet_after)} from the last restart",
             f"dead letters          {self.dead_letters}",
             f"paused connectors     {'; '.join(self.paused) or 'none'}",
+            f"people's lost answers {len(self.people_errors)} (an edit that may have landed unseen)",
         ]
         if starts:
             lines.append(f"daemon start to /healthz: median {starts[len(starts) // 2]:.1f} s, "
@@ -308,6 +310,16 @@ class Remotes:
                                params={"fields": "summary,priority,status"})
         answer.raise_for_status()
         return answer.json()["fields"]
+
+    def jira_history(self, key: str, field_name: str) -> list[str]:
+        """Who set ``field_name`` on the issue, when, to what (its changelog), for a lost field."""
+        answer = self.jira.get(f"{self.jira_url}/rest/api/2/issue/{key}", timeout=30,
+                               params={"fields": "summary", "expand": "changelog"})
+        answer.raise_for_status()
+        return [f"{history['created'][11:23]} {history['author'].get('displayName')}: "
+                f"{item.get('fromString')} -> {item.get('toString')}"
+                for history in answer.json()["changelog"]["histories"]
+                for item in history["items"] if item["field"] == field_name]
 
     def jira_comments(self, key: str) -> Counter[str]:
         answer = self.jira.get(f"{self.jira_url}/rest/api/2/issue/{key}/comment", timeout=30,
@@ -518,8 +530,11 @@ def compare(store: StoreView, remotes: Remotes, targets: list[Target],
         for name in ("title", "priority", "status"):
             if stored[name] != wanted[name]:
                 kind = "settled_by_policy" if name in stored["conflicts"] else "lost_updates"
+                history = "" if kind == "settled_by_policy" or name == "status" else (
+                    "; Jira history: " + ", ".join(remotes.jira_history(
+                        target.jira_key, {"title": "summary"}.get(name, name))[-4:]))
                 found[kind].append(f"{target.number} {name}: store {stored[name]!r}, "
-                                   f"last edit {wanted[name]!r}")
+                                   f"last edit {wanted[name]!r}{history}")
         for body, times in wanted["comments"].items():
             if stored["comments"][body] < times:
                 found["lost_comments"].append(f"{target.number} {body!r}: store "
@@ -652,6 +667,7 @@ def run_soak(settings: SoakSettings) -> SoakFigures:
         if figures.quiet_after is not None:
             figures.writes_after_quiet = writes_during_polls(remotes)
         figures.edits, figures.comments_written = people.edits, people.comments
+        figures.people_errors = list(people.errors)
         figures.start_seconds = daemon.start_seconds
         figures.duration = time.monotonic() - began
     return figures

@@ -99,3 +99,8 @@ class TimelineEntry(Base):
     source: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     marked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# Incident.links names Link: whoever loads these tables gets the engine's too, so the mapper can
+# be configured (engine.models imports this module; by now everything above is defined).
+import syncd.engine.models  # noqa: E402,F401
