@@ -11,7 +11,6 @@ from syncd.connectors.http import RetryPolicy
 from syncd.engine import dead_letters
 from syncd.engine import service as sync_service
 from syncd.engine.models import CommentLink, InboundDeadLetter, OutboxItem
-from syncd.incidents import service as incident_service
 from syncd.incidents.models import TimelineEntry
 from syncd.mapping import default_mapping_path
 from syncd.mapping.reload import MappingSet

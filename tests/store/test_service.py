@@ -209,8 +209,8 @@ def test_transient_failures_back_off_then_go_dead_and_can_be_retried(store, cloc
 def test_a_permanent_failure_goes_dead_at_once(store, clock):
     incident_id = new_incident(store, clock)
     with store.transaction() as session:
-        item_id = sync_service.enqueue(session=session, incident_id=incident_id, connector="jira",
-                                  operation="update", fields={"status": "Gone"}, now=clock.now()).id
+        sync_service.enqueue(session=session, incident_id=incident_id, connector="jira",
+                             operation="update", fields={"status": "Gone"}, now=clock.now())
         claimed = sync_service.claim_due(session=session, worker="w", now=clock.now(),
                                          lease=timedelta(seconds=30))
         state = queue.fail(session=session, model=OutboxItem, claim=queue.claim_of(claimed[0]),
