@@ -526,11 +526,16 @@ class InboundSync:
         if (own_incident is not None and session.get(Incident, own_incident) is not None
                 and sync_service.link_for(session=session, incident_id=own_incident,
                                      connector=runtime.name) is None):
-            # A record syncd created whose link was lost to a crash: adopt it, the store stays truth.
+            # A record syncd created whose link is not committed yet (its create is in flight) or
+            # was lost to a crash: adopt it, the store stays truth.
             link = sync_service.create_link(session=session, incident_id=own_incident,
                                        connector=runtime.name, remote_id=record.remote_id,
                                        remote_key=record.key, remote_url=record.url,
                                        remote_version=record.version, shadow=remote_values, now=now)
+            incident_service.append_timeline(session=session, incident_id=own_incident, at=now,
+                                             kind="linked", actor=None, source=runtime.name,
+                                             data={"connector": runtime.name,
+                                                   "remote_key": record.key, "url": record.url})
             self._import_comments(session, runtime, link.incident_id, comments)
             return ApplyResult("adopted", own_incident)
         if not runtime.create_incidents:

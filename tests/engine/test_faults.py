@@ -71,6 +71,9 @@ def test_a_crash_between_remote_create_and_commit_neither_duplicates_nor_loses(w
     creates = [r for r in world.jira.request_log() if r.method == "POST" and r.path.endswith("/issue")]
     assert len(creates) == 1, "the retry must find the issue by correlation id, not create another"
     assert jira_issue(world)["fields"]["priority"]["name"] == "Highest"
+    with world.store.transaction() as session:     # adopted or found, the timeline says so once
+        linked = [e.data["connector"] for e in session.query(TimelineEntry).filter_by(kind="linked")]
+    assert linked.count("jira") == 1, linked
 
 
 def test_a_crash_between_a_comment_write_and_its_commit_posts_it_once(world, mappings):
