@@ -270,11 +270,13 @@ class InboundSync:
         with what the guard counted in the last ``guard_window``, would apply the same
         destructive change to many linked records (module docstring), instead of mirroring an
         accident everywhere. A batch that passes is added to the window."""
+        if not records:          # a quiet poll: nothing to count, no store work
+            return False
         now = self.clock.now()
         with transaction(self.sessions, readonly=True) as session:
             linked = sync_service.count_links(session=session, connector=connector_name)
             threshold = self._pause_threshold(linked)
-            if threshold is None or not records:
+            if threshold is None:
                 return False
             changes = self._destructive_changes(session, connector_name, records)
         with self._recent_lock:
