@@ -44,4 +44,6 @@ def import_all_models() -> None:
     """Register every domain's tables on Base.metadata (migrations and schema checks need all)."""
     import syncd.engine.models  # noqa: F401
     import syncd.incidents.models  # noqa: F401
+    import syncd.notify.models  # noqa: F401
+    import syncd.oncall.models  # noqa: F401
     import syncd.store.models  # noqa: F401

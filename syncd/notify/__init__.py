@@ -1,0 +1,1 @@
+"""Notifications: rows written by escalation (and status updates, tests), sent through apprise."""
