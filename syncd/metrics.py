@@ -56,6 +56,14 @@ HINTS_DROPPED = Counter(
     "syncd_hints_dropped_total",
     "Webhook hints dropped because the hint queue was full; the connector polls at once instead.",
     ["connector"], registry=REGISTRY)
+ESCALATIONS = Counter(
+    "syncd_escalations_total",
+    "Escalation steps fired (a rule of a policy paged its targets), by service.",
+    ["service"], registry=REGISTRY)
+TIME_TO_ACKNOWLEDGE = Histogram(
+    "syncd_time_to_acknowledge_seconds",
+    "From the start of paging to the acknowledgement, by service.",
+    ["service"], buckets=(30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400), registry=REGISTRY)
 CLAIMS_RECOVERED = Counter(
     "syncd_claims_recovered_total",
     "In-flight rows taken back from a claimer that ended: reason process_gone (its process "

@@ -42,10 +42,13 @@ class IncidentCommands:
             return self._update(session, incident_id, changes, actor=actor, source=source,
                                 expected_version=expected_version)
 
-    def acknowledge(self, incident_id: int, *, actor: str | None, source: str) -> dict:
+    def acknowledge(self, incident_id: int, *, actor: str | None, source: str,
+                    assignee: str | None = None) -> dict:
         """Acknowledging twice changes nothing; a resolved incident cannot be acknowledged (as in
         PagerDuty: reopen it by setting its status instead). The status is read and written in
-        one transaction under the version check, so a resolve in between cannot be overwritten."""
+        one transaction under the version check, so a resolve in between cannot be overwritten.
+        ``assignee`` (the person's email, when syncd knows who acknowledged) is set with it, so
+        the tickets show who took it (docs/oncall.md, "Acknowledging")."""
         with transaction(self.sessions) as session:
             incident = incident_service.get_incident(session=session, incident_id=incident_id,
                                                      for_update=True)
@@ -54,7 +57,10 @@ class IncidentCommands:
                     f"incident {incident_id} is resolved; it cannot be acknowledged")
             if incident.status == "acknowledged":
                 return {}
-            return self._update(session, incident_id, {"status": "acknowledged"}, actor=actor,
+            changes = {"status": "acknowledged"}
+            if assignee:
+                changes["assignee"] = assignee
+            return self._update(session, incident_id, changes, actor=actor,
                                 source=source, expected_version=incident.version)
 
     def resolve(self, incident_id: int, *, actor: str | None, source: str,

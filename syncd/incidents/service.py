@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from syncd.incidents import hooks
 from syncd.incidents.fields import InvalidField, incident_fields, validate_fields
 from syncd.incidents.models import Comment, Incident, TimelineEntry
 from syncd.store.errors import NotFound, StoreError
@@ -40,8 +41,12 @@ def create_incident(*, session: Session, fields: Mapping[str, Any], now: datetim
     _assign(incident, fields, now)
     session.add(incident)
     session.flush()
+    created = incident_fields(incident)
     append_timeline(session=session, incident_id=incident.id, at=now, kind="incident_created",
-                    actor=actor, source=source, data={"fields": incident_fields(incident)})
+                    actor=actor, source=source, data={"fields": created})
+    hooks.run(session, hooks.IncidentChange(
+        incident=incident, changes={name: (None, value) for name, value in created.items()},
+        created=True, now=now, actor=actor, source=source))
     return incident
 
 
@@ -88,6 +93,8 @@ def update_incident(*, session: Session, incident_id: int, changes: Mapping[str,
     append_timeline(session=session, incident_id=incident_id, at=now, kind="fields_changed",
                     actor=actor, source=source,
                     data={"changes": {k: {"from": old, "to": new} for k, (old, new) in diff.items()}})
+    hooks.run(session, hooks.IncidentChange(incident=incident, changes=diff, created=False,
+                                            now=now, actor=actor, source=source))
     return diff
 
 

@@ -31,7 +31,7 @@ def test_a_servicenow_record_reads_as_canonical_fields():
     assert SERVICENOW.to_canonical(record) == {
         "title": "Checkout returns 502", "description": "since 10:02", "status": "acknowledged",
         "priority": "P1", "urgency": "high", "resolution": None,
-        "group": "Payments SRE", "assignee": "beth.anglin",
+        "group": "Payments SRE", "assignee": "beth@example.com",
     }
 
 
@@ -70,8 +70,8 @@ def test_an_unknown_jira_status_is_refused_rather_than_guessed():
 
 
 def test_a_reference_without_the_matched_attribute_is_refused():
-    with pytest.raises(UnmappableValue, match=r"'assigned_to'.*has no 'user_name' attribute"):
-        SERVICENOW.to_canonical({"assigned_to": {"sys_id": "u1", "email": "beth@example.com"}})
+    with pytest.raises(UnmappableValue, match=r"'assigned_to'.*has no 'email' attribute"):
+        SERVICENOW.to_canonical({"assigned_to": {"sys_id": "u1", "user_name": "beth.anglin"}})
     with pytest.raises(UnmappableValue, match=r"expected a reference"):
         SERVICENOW.to_canonical({"assigned_to": "beth.anglin"})
 
@@ -135,10 +135,11 @@ def test_read_only_fields_are_never_written():
 
 
 def test_references_go_out_as_refs_for_the_connector_to_resolve():
-    assert SERVICENOW.to_remote({"assignee": "beth.anglin", "group": None}, context={}, creating=False) == {
-        "assigned_to": Ref("user_name", "beth.anglin"), "assignment_group": None}
-    assert JIRA.to_remote({"assignee": "5b10ac8d82e05b22cc7d4ef5"}, context={}, creating=False) == {
-        "assignee": Ref("accountId", "5b10ac8d82e05b22cc7d4ef5")}
+    assert SERVICENOW.to_remote({"assignee": "beth@example.com", "group": None}, context={},
+                                creating=False) == {
+        "assigned_to": Ref("email", "beth@example.com"), "assignment_group": None}
+    assert JIRA.to_remote({"assignee": "beth@example.com"}, context={}, creating=False) == {
+        "assignee": Ref("emailAddress", "beth@example.com")}
 
 
 def test_no_servicenow_priority_writes_nothing_since_servicenow_computes_it():

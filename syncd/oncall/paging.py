@@ -1,0 +1,58 @@
+"""When an incident pages, pure: which service it belongs to, its urgency, and whether a change
+starts, stops or leaves its escalation alone. No store, no clock: data in, decision out."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from syncd.oncall.definitions import Service
+
+HIGH_BY_PRIORITY = ("P1", "P2")      # urgency by_priority: P1-P2 high, P3-P5 low (DESIGN.md)
+
+
+def service_for(fields: Mapping[str, Any], services: Mapping[str, Service]) -> Service | None:
+    """The incident's service: the one its ``service`` field names, else the first (in file order)
+    whose ``match`` its canonical fields satisfy (every listed field has one of the values)."""
+    named = fields.get("service")
+    if named and named in services:
+        return services[named]
+    for service in services.values():
+        if service.match and all(_value(fields, name) in values
+                                 for name, values in service.match.items()):
+            return service
+    return None
+
+
+def _value(fields: Mapping[str, Any], name: str) -> Any:
+    if name.startswith("custom."):
+        return (fields.get("custom") or {}).get(name[len("custom."):], fields.get(name))
+    return fields.get(name)
+
+
+def urgency_for(fields: Mapping[str, Any], service: Service) -> str:
+    """The incident's own urgency when it has one (a ticket's urgency, an alert's severity), else
+    the service's; ``by_priority`` reads the priority."""
+    if fields.get("urgency") in ("high", "low"):
+        return fields["urgency"]
+    if service.urgency == "by_priority":
+        return "high" if fields.get("priority") in HIGH_BY_PRIORITY else "low"
+    return service.urgency
+
+
+def pages_at(fields: Mapping[str, Any], service: Service) -> bool:
+    """Whether an incident with these fields is one that pages: triggered, at a page_on priority."""
+    return fields.get("status") == "triggered" and fields.get("priority") in service.page_on.priority
+
+
+def starts_paging(before: Mapping[str, Any], after: Mapping[str, Any], service: Service, *,
+                  running_urgency: str | None) -> bool:
+    """A change starts (or restarts) paging when the incident becomes one that pages (created at a
+    page_on priority, raised into one, re-opened at one), or when it pages already at low urgency
+    and now is high (a raised priority under by_priority). Any other edit of a paging incident (a
+    title, a note) starts nothing: an escalation that ran its course stays done.
+    ``running_urgency`` is the urgency of the escalation that last ran, None when none did."""
+    if not pages_at(after, service):
+        return False
+    if not pages_at(before, service):
+        return True
+    return running_urgency == "low" and urgency_for(after, service) == "high"
