@@ -73,7 +73,7 @@ def _short(name: str, context: dict[str, Any], tickets: list[TicketLink]) -> str
     if fixed > SHORT_LIMIT and tickets:
         tickets = []
         fixed = len(text(title="", tickets=tickets))
-    room = SHORT_LIMIT - fixed
+    room = SHORT_LIMIT - fixed - 1              # the space the empty title collapsed
     return text(title=one_line(context["title"], max(room, 0)), tickets=tickets) + "\n"
 
 
