@@ -222,6 +222,57 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_page_test(args: argparse.Namespace) -> int:
+    """A test notification now to each (or the named) contact of a user, recorded in the store
+    as a ``test`` row; prints each outcome, exit 1 when one was not sent."""
+    from syncd.clock import SystemClock
+    from syncd.connectors.factory import secret
+    from syncd.notify import service as notify
+    from syncd.notify.channels import channel_of
+    from syncd.notify.sender import NotificationSender
+    from syncd.store import db
+    from syncd.yamlsource import did_you_mean
+    config = load_config_or_fail(args.config)
+    responses = config.responses
+    user = responses.users.get(args.user)
+    if user is None:
+        hint = did_you_mean(args.user, responses.users)
+        raise UsageError(f"no user {args.user!r} in the response files"
+                         + (f" ({hint})" if hint else ""))
+    contacts = [args.contact] if args.contact else list(user.contacts)
+    for contact in contacts:
+        if contact not in user.contacts:
+            raise UsageError(f"user {user.id} has no contact {contact!r} (contacts: "
+                             f"{', '.join(user.contacts) or 'none'})")
+    if not contacts:
+        raise UsageError(f"user {user.id} has no contacts in the response files")
+    engine = db.open_engine(secret(config.store.url))
+    try:
+        db.ensure_schema(engine, auto_upgrade=False)
+    except db.SchemaOutOfDate as error:
+        raise UsageError(str(error)) from None
+    clock = SystemClock()
+    sessions = db.session_factory(engine)
+    sender = NotificationSender(sessions=sessions, clock=clock, responses=lambda: responses,
+                                worker_id=f"cli-page-test-{os.getpid()}", max_attempts=1)
+    failed = 0
+    try:
+        for contact in contacts:
+            with db.transaction(sessions) as session:
+                row = notify.enqueue_test(session=session, user=user, contact=contact,
+                                          now=clock.now())
+                claim = notify.claim_rows(session=session, ids=[row.id], now=clock.now(),
+                                          worker_id=sender.worker_id,
+                                          send_timeout=sender.send_timeout)
+            (delivery,) = sender.send([claim])
+            failed += delivery.outcome != "sent"
+            print(f"{contact} ({channel_of(user.contacts[contact])}): {delivery.outcome}: "
+                  f"{delivery.detail}")
+    finally:
+        engine.dispose()
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
 def cmd_mappings_preview(args: argparse.Namespace) -> int:
     """Read one record and show what syncd would make of it, without touching the store."""
     from syncd.clock import SystemClock
@@ -395,6 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(resume)
     resume.set_defaults(handler=cmd_resume)
 
+    page = commands.add_parser("page", help="notifications: send a test page")
+    page_commands = page.add_subparsers(dest="page_command", metavar="SUBCOMMAND")
+    page_test = page_commands.add_parser(
+        "test", help="send a test notification now to each (or one) contact of a user")
+    page_test.add_argument("user", metavar="USER", help="a user id from the response files")
+    page_test.add_argument("--contact", metavar="NAME", help="only this contact")
+    _add_config_option(page_test)
+    page_test.set_defaults(handler=cmd_page_test)
+
     simulate = commands.add_parser(
         "simulate", help="run a ServiceNow or Jira simulator",
         description="Run a ServiceNow or Jira simulator over HTTP, with admin endpoints under\n"
@@ -411,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Jira only: which Jira to imitate")
     simulate.set_defaults(handler=cmd_simulate)
 
-    for sub in (db_parser, config_parser, mappings_parser, dead):
+    for sub in (db_parser, config_parser, mappings_parser, dead, page):
         sub.set_defaults(handler=_missing_subcommand(sub))
     return parser
 

@@ -73,3 +73,12 @@ CLAIMS_ORPHANED = Gauge(
     "syncd_claims_orphaned",
     "In-flight rows whose claiming process is gone, waiting to be taken back.",
     ["queue"], registry=REGISTRY)
+NOTIFICATIONS = Counter(
+    "syncd_notifications_total",
+    "Notification rows settled, by channel (mailto, json, slack, twilio…) and outcome: sent, "
+    "failed (after the retries), unknown (may have gone; never resent), retried (a failed "
+    "attempt that will be tried again).",
+    ["channel", "outcome"], registry=REGISTRY)
+PAGE_DELAY_SECONDS = Histogram(
+    "syncd_page_delay_seconds", "From a page's due time to the moment it is sent.",
+    registry=REGISTRY, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))

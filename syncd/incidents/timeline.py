@@ -50,8 +50,30 @@ def describe(entry: TimelineEntry) -> str:
         return f"{data.get('remote_key')} is gone from {data.get('connector')}"
     if kind == "sync_paused":
         return f"sync from {data.get('connector')} paused: {data.get('reason')}"
+    if kind.startswith("notification_"):
+        return _notification(kind, data)
+    if kind == "notifications_cancelled":
+        count = data.get("count", 0)
+        return (f"{count} pending page{'s' if count != 1 else ''} cancelled: "
+                f"{data.get('reason')}")
     words = kind.replace("_", " ")
     return f"{words}{_where_who(entry)}"
+
+
+def _notification(kind: str, data: dict[str, Any]) -> str:
+    what = "test notification" if data.get("kind") == "test" else "page"
+    head = f"{what} to {data.get('user')} by {data.get('contact')}"
+    detail = data.get("detail")
+    if kind == "notification_sent":
+        return f"{head} sent"
+    if kind == "notification_failed":
+        return f"{head} failed: {detail}"
+    if kind == "notification_retrying":
+        return (f"{head} failed (attempt {data.get('attempt')} of {data.get('max_attempts')}), "
+                f"trying again at {str(data.get('retry_at', ''))[11:19]}: {detail}")
+    if kind == "notification_unknown":
+        return f"{head}: outcome unknown ({detail})"
+    return f"{head}: {kind.removeprefix('notification_').replace('_', ' ')}"
 
 
 def entry_json(entry: TimelineEntry) -> dict[str, Any]:

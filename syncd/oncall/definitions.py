@@ -49,9 +49,14 @@ def _email(value: str) -> str:
 
 
 def _notification_url(value: str) -> str:
+    """An apprise URL apprise can send with (a typo in a contact is found at load, not at 3am)."""
+    from syncd.notify.channels import parse_problem   # apprise loads its plugins on first use
     if not re.fullmatch(r"[a-z][a-z0-9+.-]*://\S*", value):
         raise ValueError(f"expected an apprise URL like mailto://… or slack://…, got "
                          f"{shown(value)}")
+    problem = parse_problem(value)
+    if problem is not None:
+        raise ValueError(f"{problem}; got {shown(value)}")
     return value
 
 

@@ -1,0 +1,115 @@
+"""The notification sender: a supervised loop that sends due notification rows through apprise.
+
+One cycle: (a) rows stuck in ``sending`` past their deadline become ``unknown``; (b) due rows are
+claimed (SKIP LOCKED, throttled per contact) and the claim COMMITS; (c) the messages go out in
+parallel, outside any transaction, each bounded by ``send_timeout``; (d) each outcome is recorded
+in a new transaction, only while the claim token still matches. A crash between (b) and (d)
+leaves rows sending; the next cycle after their deadline, here or on another replica, marks them
+unknown. Nothing is ever sent twice by syncd's own doing (DESIGN.md invariant 6).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from syncd.clock import Clock
+from syncd.metrics import NOTIFICATIONS, PAGE_DELAY_SECONDS
+from syncd.notify import channels, service, throttle
+from syncd.notify.channels import Delivery
+from syncd.response_files import ResponseSet
+from syncd.store.db import transaction
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[..., Delivery]
+
+
+class NotificationSender:
+    def __init__(self, *, sessions: sessionmaker[Session], clock: Clock,
+                 responses: Callable[[], ResponseSet], worker_id: str,
+                 send_timeout: float = 10.0, max_attempts: int = 3, retry_delay: float = 15.0,
+                 deliver: Deliver = channels.deliver, rate: throttle.Rate = throttle.DEFAULT_RATE,
+                 batch_size: int = 200, parallel_sends: int = 8):
+        self.sessions = sessions
+        self.clock = clock
+        self.responses = responses
+        self.worker_id = worker_id
+        self.send_timeout = send_timeout
+        self.max_attempts = max_attempts
+        self.retry_delay = timedelta(seconds=retry_delay)
+        self.deliver = deliver
+        self.rate = rate
+        self.batch_size = batch_size
+        self.parallel_sends = parallel_sends
+
+    def cycle(self) -> bool:
+        """One pass; True when more rows were due than one batch takes (call again at once)."""
+        with transaction(self.sessions) as session:
+            stuck = service.expire_stuck(session=session, now=self.clock.now(),
+                                         channel=self._channel)
+        self._count(stuck)
+        with transaction(self.sessions) as session:
+            claims = service.claim_due(session=session, now=self.clock.now(),
+                                       worker_id=self.worker_id, send_timeout=self.send_timeout,
+                                       rate=self.rate, limit=self.batch_size)
+        self.send(claims)
+        return sum(len(claim.tokens) for claim in claims) >= self.batch_size
+
+    def send(self, claims: list[service.Claim]) -> list[Delivery]:
+        """Send claimed messages (committed claims only) and record each outcome."""
+        if not claims:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.parallel_sends, len(claims)),
+                                thread_name_prefix="notify-send") as pool:
+            return list(pool.map(self._send_one, claims))
+
+    def _send_one(self, claim: service.Claim) -> Delivery:
+        url, missing = self._url(claim.user_id, claim.contact)
+        channel = channels.channel_of(url) if url else "none"
+        started = self.clock.now()
+        for due_at in claim.due_at.values():
+            if claim.kind == "page":
+                PAGE_DELAY_SECONDS.observe(max((started - due_at).total_seconds(), 0.0))
+        if url is None:
+            delivery = Delivery("failed", missing or "no contact URL", 0.0)
+        else:
+            try:
+                delivery = self.deliver(url, title=claim.subject, body=claim.body,
+                                        timeout=self.send_timeout)
+            except Exception as error:    # whether it went is not known: never resend it
+                log.exception("delivering notification rows %s raised", claim.ids)
+                delivery = Delivery("unknown", f"the channel raised {type(error).__name__}", 0.0)
+        with transaction(self.sessions) as session:
+            settled = service.settle(session=session, claim=claim, delivery=delivery,
+                                     channel=channel, now=self.clock.now(),
+                                     retry=url is not None, max_attempts=self.max_attempts,
+                                     retry_delay=self.retry_delay)
+        self._count(settled)
+        log.info("notification %s to %s by %s: %s (%s)", claim.ids, claim.user_id, claim.contact,
+                 delivery.outcome, delivery.detail,
+                 extra={"notification_ids": claim.ids, "outcome": delivery.outcome})
+        return delivery
+
+    def _url(self, user_id: str, contact: str) -> tuple[str | None, str | None]:
+        """The contact's URL in the CURRENT response files, or why there is none."""
+        user = self.responses().users.get(user_id)
+        if user is None:
+            return None, f"user {user_id} is no longer in the response files"
+        url = user.contacts.get(contact)
+        if url is None:
+            return None, f"user {user_id} has no contact {contact!r} any more"
+        return url, None
+
+    def _channel(self, user_id: str, contact: str) -> str:
+        url, _ = self._url(user_id, contact)
+        return channels.channel_of(url) if url else "none"
+
+    @staticmethod
+    def _count(settled: list[service.Settled]) -> None:
+        for row in settled:
+            NOTIFICATIONS.labels(channel=row.channel, outcome=row.outcome).inc()
