@@ -27,15 +27,15 @@ open bugs where they move by an hour):
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Iterable, Sequence
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from syncd.oncall.definitions import ROTATIONS, WEEKDAYS, Layer, Schedule
 
-UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # How far next_handoffs looks before it says there are no more (a one-person, all-week schedule
 # never hands off).
@@ -298,7 +298,7 @@ def shifts(schedule: Schedule, start: datetime, end: datetime,
     cursors = [0] * len(by_layer)
     pieces: list[Shift] = []
     ordered = sorted(edges)
-    for piece_start, piece_end in zip(ordered, ordered[1:]):
+    for piece_start, piece_end in pairwise(ordered):
         override = _override_at(ranked, piece_start)
         if override is not None:
             pieces.append(Shift(override.user_id, piece_start, piece_end, None))

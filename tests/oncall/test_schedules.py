@@ -3,7 +3,8 @@ Nov 1; EU: Mar 29 and Oct 25), and hypothesis properties over random schedules."
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,11 +13,20 @@ from hypothesis import strategies as st
 
 from syncd.oncall.definitions import WEEKDAYS, Schedule
 from syncd.oncall.schedules import (
-    Handoff, OverrideSpan, Shift, end_to_utc, gaps, layer_on_call, layer_shifts, next_handoffs,
-    on_call, shifts, start_to_utc, turn_length,
+    Handoff,
+    OverrideSpan,
+    Shift,
+    end_to_utc,
+    gaps,
+    layer_on_call,
+    layer_shifts,
+    next_handoffs,
+    on_call,
+    shifts,
+    start_to_utc,
+    turn_length,
 )
 
-UTC = timezone.utc
 BERLIN, NEW_YORK = ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York")
 
 
@@ -277,7 +287,7 @@ def test_one_layer_has_at_most_one_person_at_any_instant(plan, start, length):
         result = layer_shifts(each, plan.time_zone, start, start + length)
         for shift in result:
             assert start <= shift.starts_at < shift.ends_at <= start + length
-        for earlier, later in zip(result, result[1:]):
+        for earlier, later in pairwise(result):
             assert earlier.ends_at <= later.starts_at, f"{earlier} overlaps {later}"
 
 
@@ -290,7 +300,7 @@ def test_the_rotation_order_holds_across_any_span(plan, start, length):
         if each.restrictions or len(each.users) < 2 or turn_length(each) <= timedelta(hours=1):
             continue
         result = layer_shifts(each, plan.time_zone, start, start + length)
-        for earlier, later in zip(result, result[1:]):
+        for earlier, later in pairwise(result):
             assert earlier.ends_at == later.starts_at
             position = each.users.index(earlier.user_id)
             assert later.user_id == each.users[(position + 1) % len(each.users)]
@@ -316,7 +326,7 @@ def test_shifts_agree_with_on_call(plan, spans, start, length, data):
     holes = gaps(plan, start, end, spans)
     covered = sorted([(s.starts_at, s.ends_at) for s in result] + holes)
     assert covered[0][0] == start and covered[-1][1] == end
-    for (_, first_end), (second_start, _) in zip(covered, covered[1:]):
+    for (_, first_end), (second_start, _) in pairwise(covered):
         assert first_end == second_start, "shifts and gaps must tile the span"
     samples = {start, end - timedelta(microseconds=1)}
     for shift in result:
