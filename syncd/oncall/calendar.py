@@ -18,11 +18,14 @@ from icalendar import Calendar, Event
 from itsdangerous import Signer
 
 from syncd.oncall.definitions import Schedule, User
-from syncd.oncall.schedules import Shift
+from syncd.oncall import schedules
+from syncd.oncall.schedules import OverrideSpan, Shift
 
 PRODID = "-//syncd//on-call feed//EN"
 FEED_KINDS = ("schedule", "user")
 REFRESH = timedelta(hours=1)          # what the feed suggests to clients that honour it
+FEED_PAST = timedelta(days=7)         # a feed shows last week's shifts too
+FEED_AHEAD = timedelta(weeks=8)
 
 
 class CalendarKeys:
@@ -49,6 +52,21 @@ def feed_path(kind: str, id: str, key: str) -> str:
     return f"/calendars/{kind}s/{id}.ics?key={key}"
 
 
+def feed_window(now: datetime) -> tuple[datetime, datetime]:
+    """What a feed generated at ``now`` covers: last week and the next 8 weeks."""
+    return now - FEED_PAST, now + FEED_AHEAD
+
+
+def feed_shifts(schedule: Schedule, now: datetime,
+                overrides: Sequence[OverrideSpan] = ()) -> list[Shift]:
+    """The shifts a feed generated at ``now`` shows. The shift running at the window's start keeps
+    its real start (the timeline is computed from further back), so its UID does not change as
+    the window moves; only a shift longer than the look-back is cut at it."""
+    start, end = feed_window(now)
+    return [shift for shift in schedules.shifts(schedule, start - FEED_AHEAD, end, overrides)
+            if shift.ends_at > start]
+
+
 def schedule_calendar(schedule: Schedule, shifts: Iterable[Shift], users: Mapping[str, User], *,
                       generated_at: datetime) -> bytes:
     """Everyone's shifts in one schedule."""
@@ -62,8 +80,8 @@ def user_calendar(user: User, shifts_by_schedule: Iterable[tuple[Schedule, Seque
                   generated_at: datetime) -> bytes:
     """One person's shifts across schedules (the shifts of others are left out)."""
     calendar = _calendar(f"On call: {user.name}", generated_at)
-    for schedule, shifts in shifts_by_schedule:
-        for shift in shifts:
+    for schedule, timeline in shifts_by_schedule:
+        for shift in timeline:
             if shift.user_id == user.id:
                 calendar.add_component(_event(schedule, shift, user, generated_at))
     return calendar.to_ical()

@@ -9,7 +9,9 @@ from icalendar import Calendar
 from syncd.oncall.calendar import (
     CalendarKeys,
     feed_path,
+    feed_shifts,
     schedule_calendar,
+    shift_uid,
     user_calendar,
 )
 from syncd.oncall.definitions import Schedule, User
@@ -88,3 +90,13 @@ def test_a_feed_key_is_checked_for_its_own_feed_only():
 def test_a_new_link_secret_invalidates_every_key():
     key = CalendarKeys("the-old-link-secret-0123456789abcdef").key_for("user", "alice")
     assert not CalendarKeys("the-new-link-secret-0123456789abcdef").check("user", "alice", key)
+
+
+def test_the_feed_window_keeps_the_real_start_of_the_shift_running_at_its_edge():
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC)     # window from Nov 13 12:00 to Jan 15
+    shown = feed_shifts(PAYMENTS, now)
+    assert shown[0].starts_at == datetime(2026, 11, 9, 8, tzinfo=UTC)    # bob's week, not cut
+    assert shown[-1].ends_at == now + timedelta(weeks=8)
+    a_day_later = feed_shifts(PAYMENTS, now + timedelta(days=1))
+    assert {shift_uid("payments-primary", s) for s in shown[:-1]} <= {
+        shift_uid("payments-primary", s) for s in a_day_later}
