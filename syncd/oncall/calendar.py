@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from icalendar import Calendar, Event
 from itsdangerous import Signer
 
-from syncd.oncall.definitions import Schedule, User
 from syncd.oncall import schedules
+from syncd.oncall.definitions import Schedule, User
 from syncd.oncall.schedules import OverrideSpan, Shift
 
 PRODID = "-//syncd//on-call feed//EN"
