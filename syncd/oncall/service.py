@@ -107,9 +107,9 @@ def override_spans(rows: Sequence[ScheduleOverride]) -> list[OverrideSpan]:
             for row in sorted(rows, key=lambda row: (row.created_at, row.id))]
 
 
-def _spans_by_schedule(session: Session | None, since: datetime) -> dict[str, list[OverrideSpan]]:
-    if session is None:
-        return {}
+def overrides_by_schedule(*, session: Session, since: datetime) -> dict[str, list[OverrideSpan]]:
+    """The overrides still running or ahead at ``since``, by schedule, as the pure functions
+    take them."""
     rows: dict[str, list[ScheduleOverride]] = {}
     for row in list_overrides(session=session, since=since):
         rows.setdefault(row.schedule_id, []).append(row)
@@ -123,7 +123,7 @@ def who_is_on_call(*, session: Session, responses: ResponseSet, at: datetime,
     next ``handoffs`` handoffs, overrides included."""
     chosen = ([schedule_named(responses, schedule_id)] if schedule_id is not None
               else [responses.schedules[key] for key in sorted(responses.schedules)])
-    spans = _spans_by_schedule(session, at)
+    spans = overrides_by_schedule(session=session, since=at)
     answers = []
     for schedule in chosen:
         overrides = spans.get(schedule.id, [])
@@ -150,7 +150,7 @@ def coverage_gaps(*, session: Session | None, responses: ResponseSet, start: dat
     """The spans within [start, end) when a schedule some service pages has nobody on call, for
     the schedules that have any. Without a session (config check runs without a store) the
     stored overrides are not counted."""
-    spans = _spans_by_schedule(session, start)
+    spans = {} if session is None else overrides_by_schedule(session=session, since=start)
     found = {}
     for schedule_id in schedules_used_by_services(responses):
         holes = schedules.gaps(responses.schedules[schedule_id], start, end,
