@@ -305,7 +305,8 @@ ONCALL_USAGE = """syncd oncall [SCHEDULE] [--at TIME]
        syncd oncall override SCHEDULE USER --from TIME --to TIME
        syncd oncall override --list [SCHEDULE]
        syncd oncall override --remove ID"""
-TIME_HELP = 'ISO 8601 with an offset (2026-11-02T09:00+01:00, ...Z), "now", or relative: +2h (--at=-30m)'
+TIME_HELP = ('ISO 8601 with an offset (2026-11-02T09:00+01:00, ...Z), "now", or relative: '
+             '+2h (--at=-30m)')
 
 
 def _cli_instant(option: str, text: str, now):
