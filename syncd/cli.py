@@ -350,6 +350,145 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- on call ------------------------------------------------------------------------------------
+
+ONCALL_USAGE = """syncd oncall [SCHEDULE] [--at TIME]
+       syncd oncall override SCHEDULE USER --from TIME --to TIME
+       syncd oncall override --list [SCHEDULE]
+       syncd oncall override --remove ID"""
+TIME_HELP = ('ISO 8601 with an offset (2026-11-02T09:00+01:00, ...Z), "now", or relative: '
+             '+2h (--at=-30m)')
+
+
+def _cli_instant(option: str, text: str, now):
+    """A time as people type it on the command line; UsageError saying what is expected."""
+    from datetime import datetime
+
+    from syncd.config import parse_duration
+    if text == "now":
+        return now
+    if text[:1] in "+-":
+        try:
+            offset = parse_duration(text[1:])
+        except ValueError as error:
+            raise UsageError(f"{option} {text}: {error}") from None
+        return now + offset if text[0] == "+" else now - offset
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected {TIME_HELP}") from None
+    if value.tzinfo is None:
+        raise UsageError(f"{option} {text}: give a UTC offset (like {text}+01:00 or {text}Z): "
+                         f"the time zone must not be guessed")
+    return value
+
+
+def _cli_actor() -> str:
+    import getpass
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):           # no user name known for this process
+        return "cli"
+
+
+def _both_clocks(instant, time_zone: str) -> str:
+    """An instant in the schedule's zone and in UTC: 'Mon 2026-11-09 09:00 CET (08:00 UTC)'."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+    local, utc = instant.astimezone(ZoneInfo(time_zone)), instant.astimezone(UTC)
+    same_day = local.date() == utc.date()
+    return f"{local:%a %Y-%m-%d %H:%M %Z} ({utc:{'%H:%M' if same_day else '%Y-%m-%d %H:%M'}} UTC)"
+
+
+def cmd_oncall(args: argparse.Namespace) -> int:
+    if args.words[:1] == ["override"]:
+        return _oncall_override(args, args.words[1:])
+    if args.from_ or args.to or args.list is not None or args.remove is not None:
+        raise UsageError("--from, --to, --list and --remove belong to `syncd oncall override`")
+    if len(args.words) > 1:
+        raise UsageError(f"oncall: one schedule at most, got {' '.join(args.words)}")
+    from syncd.clock import SystemClock
+    from syncd.oncall import service as oncall_service
+    from syncd.store.errors import NotFound
+    responses = load_config_or_fail(args.config).responses
+    at = _cli_instant("--at", args.at, SystemClock().now()) if args.at else SystemClock().now()
+    with store_transaction(args) as session:
+        try:
+            answers = oncall_service.who_is_on_call(
+                session=session, responses=responses, at=at,
+                schedule_id=args.words[0] if args.words else None)
+        except NotFound as error:
+            raise UsageError(str(error)) from None
+    if not answers:
+        print("no schedules are defined in the response files")
+
+    def person(user_id: str | None) -> str:
+        user = responses.users.get(user_id) if user_id else None
+        return f"{user.name} ({user_id})" if user else (user_id or "nobody")
+
+    for answer in answers:
+        zone = answer.schedule.time_zone
+        print(f"{answer.schedule.id}: {answer.schedule.name} ({zone})")
+        until = f" until {_both_clocks(answer.until, zone)}" if answer.until else ""
+        print(f"  on call at {_both_clocks(at, zone)}: {person(answer.user_id)}{until}")
+        for handoff in answer.next_handoffs:
+            print(f"  {_both_clocks(handoff.at, zone)}: {person(handoff.from_user)} -> "
+                  f"{person(handoff.to_user)}")
+        if not answer.next_handoffs:
+            print("  no handoff within a year")
+    return EXIT_OK
+
+
+def _print_override(override, verb: str = "") -> None:
+    print(f"{verb}override {override.id}: {override.user_id} on call in {override.schedule_id} "
+          f"from {override.starts_at.isoformat()} to {override.ends_at.isoformat()} "
+          f"(by {override.created_by or 'unknown'})")
+
+
+def _oncall_override(args: argparse.Namespace, words: list[str]) -> int:
+    from syncd.clock import SystemClock
+    from syncd.oncall import service as oncall_service
+    from syncd.store.errors import NotFound
+    if args.at:
+        raise UsageError("--at belongs to `syncd oncall`; an override takes --from and --to")
+    now = SystemClock().now()
+    if args.remove is not None:
+        if words or args.list is not None or args.from_ or args.to:
+            raise UsageError("oncall override --remove ID takes nothing else")
+        with store_transaction(args) as session:
+            try:
+                removed = oncall_service.remove_override(session=session, override_id=args.remove)
+            except NotFound as error:
+                raise UsageError(str(error)) from None
+            _print_override(removed, "removed ")
+        return EXIT_OK
+    if args.list is not None:
+        if words or args.from_ or args.to:
+            raise UsageError("usage: syncd oncall override --list [SCHEDULE]")
+        with store_transaction(args) as session:
+            rows = oncall_service.list_overrides(session=session, schedule_id=args.list or None,
+                                                 since=now)
+            for row in rows:
+                _print_override(row)
+        if not rows:
+            print("no current or coming overrides")
+        return EXIT_OK
+    if len(words) != 2 or not args.from_ or not args.to:
+        raise UsageError("usage: syncd oncall override SCHEDULE USER --from TIME --to TIME")
+    responses = load_config_or_fail(args.config).responses
+    starts_at = _cli_instant("--from", args.from_, now)
+    ends_at = _cli_instant("--to", args.to, now)
+    with store_transaction(args) as session:
+        try:
+            override = oncall_service.add_override(
+                session=session, responses=responses, schedule_id=words[0], user_id=words[1],
+                starts_at=starts_at, ends_at=ends_at, actor=_cli_actor(), now=now)
+        except oncall_service.InvalidOverride as error:
+            raise UsageError(str(error)) from None
+        _print_override(override, "added ")
+    return EXIT_OK
+
+
 def _simulate_epilog() -> str:
     """The credentials each simulator accepts, for `syncd simulate --help`."""
     from syncd.simulators.accounts import (JIRA_SIGNATURE_HEADER, JIRA_USERS,
@@ -470,6 +609,24 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--deployment", choices=["Cloud", "Server"], default="Cloud",
                           help="Jira only: which Jira to imitate")
     simulate.set_defaults(handler=cmd_simulate)
+
+    oncall = commands.add_parser(
+        "oncall", help="who is on call, and schedule overrides", usage=ONCALL_USAGE,
+        description="Without `override`: who is on call in each schedule (or in SCHEDULE) now or "
+                    "at --at, and the next 3 handoffs, in the schedule's time zone and UTC. "
+                    "`override` puts USER on call in SCHEDULE over every layer from --from to "
+                    "--to; --list shows current and coming overrides, --remove ID deletes one. "
+                    "Give SCHEDULE and USER before the options.",
+        epilog=f"TIME: {TIME_HELP}")
+    oncall.add_argument("words", nargs="*", metavar="SCHEDULE", help=argparse.SUPPRESS)
+    oncall.add_argument("--at", metavar="TIME", help="the instant to ask about (default now)")
+    oncall.add_argument("--from", dest="from_", metavar="TIME", help="override: when it starts")
+    oncall.add_argument("--to", metavar="TIME", help="override: when it ends")
+    oncall.add_argument("--list", nargs="?", const="", metavar="SCHEDULE",
+                        help="override: list current and coming overrides (of SCHEDULE)")
+    oncall.add_argument("--remove", metavar="ID", type=int, help="override: delete one")
+    _add_config_option(oncall)
+    oncall.set_defaults(handler=cmd_oncall)
 
     for sub in (db_parser, config_parser, mappings_parser, dead, page):
         sub.set_defaults(handler=_missing_subcommand(sub))
