@@ -8,6 +8,9 @@ from typing import Any
 
 from syncd.incidents.models import TimelineEntry
 
+ESCALATION_KINDS = ("paging_started", "escalated", "nobody_to_page", "paging_stopped",
+                    "escalation_done")
+
 
 def _value(value: Any) -> str:
     if value is None or value == "":
@@ -52,12 +55,37 @@ def describe(entry: TimelineEntry) -> str:
         return f"sync from {data.get('connector')} paused: {data.get('reason')}"
     if kind.startswith("notification_"):
         return _notification(kind, data)
+    if kind in ESCALATION_KINDS:
+        return _escalation(kind, data)
     if kind == "notifications_cancelled":
         count = data.get("count", 0)
         return (f"{count} pending page{'s' if count != 1 else ''} cancelled: "
                 f"{data.get('reason')}")
     words = kind.replace("_", " ")
     return f"{words}{_where_who(entry)}"
+
+
+def _escalation(kind: str, data: dict[str, Any]) -> str:
+    if kind == "paging_started":
+        return (f"paging started ({data.get('reason')}): policy {data.get('policy')}, "
+                f"{data.get('urgency')} urgency")
+    if kind == "escalated":
+        people = ", ".join(f"{p['user']} ({p['via']})" for p in data.get("paged", []))
+        where = f"rule {data.get('rule')} of {data.get('rules')}"
+        if data.get("loops", 1) > 1:
+            where += f", loop {data.get('loop')} of {data.get('loops')}"
+        return f"escalation {where}: paged {people}"
+    if kind == "nobody_to_page":
+        who = f"schedule {data['schedule']}" if data.get("schedule") else f"user {data.get('user')}"
+        return f"nobody paged from {who}: {data.get('why')}"
+    if kind == "paging_stopped":
+        text = f"paging stopped: {data.get('status')}"
+        if data.get("retrigger_at"):
+            text += f"; re-triggers at {data['retrigger_at']} unless resolved"
+        return text
+    if kind == "escalation_done":
+        return f"escalation finished: {data.get('reason')}"
+    return kind.replace("_", " ")
 
 
 def _notification(kind: str, data: dict[str, Any]) -> str:

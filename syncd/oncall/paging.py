@@ -45,14 +45,16 @@ def pages_at(fields: Mapping[str, Any], service: Service) -> bool:
 
 
 def starts_paging(before: Mapping[str, Any], after: Mapping[str, Any], service: Service, *,
-                  running_urgency: str | None) -> bool:
+                  last_urgency: str | None, active: bool) -> bool:
     """A change starts (or restarts) paging when the incident becomes one that pages (created at a
-    page_on priority, raised into one, re-opened at one), or when it pages already at low urgency
-    and now is high (a raised priority under by_priority). Any other edit of a paging incident (a
-    title, a note) starts nothing: an escalation that ran its course stays done.
-    ``running_urgency`` is the urgency of the escalation that last ran, None when none did."""
+    page_on priority, raised into one, re-opened at one), or when it pages at low urgency and now
+    is high (a raised priority under by_priority). Any other edit of a paging incident (a title,
+    a note) starts nothing: a running escalation runs on, one that ran its course stays done.
+    ``last_urgency`` is the urgency of the escalation that ran last (None: none did), ``active``
+    whether it still runs."""
     if not pages_at(after, service):
         return False
-    if not pages_at(before, service):
-        return True
-    return running_urgency == "low" and urgency_for(after, service) == "high"
+    upgraded = last_urgency == "low" and urgency_for(after, service) == "high"
+    if active:
+        return upgraded
+    return upgraded or not pages_at(before, service)

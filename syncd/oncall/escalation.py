@@ -1,0 +1,320 @@
+"""Escalation: from "this incident pages" to notification rows, step by step, until someone
+acknowledges (DESIGN.md, "The flow of one change"; invariant 6).
+
+Two halves. :meth:`Escalations.on_incident_change` is an incident-change hook: in the transaction
+of the change it starts an escalation (the service's policy copied onto the row, first step due at
+once), or stops it (acknowledged, resolved). :meth:`Escalations.cycle` is the supervisor's loop:
+it takes one due row at a time with ``FOR UPDATE SKIP LOCKED`` (replicas fire side by side, never
+the same step twice), fires its rule (a notification row per person, contact and step, unique in
+the store), and moves the row to its next step: the next rule ``escalate_after`` later, the policy
+again ``repeat`` times, then done. Low urgency notifies the first rule's targets once. An
+acknowledgement that outlives the service's ``ack_timeout`` re-triggers the incident, and the
+policy starts again from its first rule.
+
+Escalation never sends anything itself: the notification sender does (syncd.notify.sender).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from syncd.clock import Clock
+from syncd.incidents import service as incident_service
+from syncd.incidents.fields import incident_fields
+from syncd.incidents.hooks import IncidentChange
+from syncd.incidents.models import Incident
+from syncd.metrics import ESCALATIONS, TIME_TO_ACKNOWLEDGE
+from syncd.notify import service as notify_service
+from syncd.notify.links import AckLinks
+from syncd.oncall import paging
+from syncd.oncall import service as oncall_service
+from syncd.oncall.definitions import EscalationPolicy, Service, User
+from syncd.oncall.models import Escalation
+from syncd.response_files import ResponseSet
+from syncd.store.db import transaction
+
+log = logging.getLogger(__name__)
+
+ACTOR = "syncd"
+SOURCE = "escalation"
+STEPS_PER_CYCLE = 200
+# A step this late (the daemon was down) is fired now and the next one timed from now, so an
+# outage does not end in every rule of the policy paging at once.
+LATE_STEP = timedelta(seconds=5)
+
+
+class Escalations:
+    def __init__(self, *, sessions: sessionmaker[Session], clock: Clock,
+                 responses: Callable[[], ResponseSet], ack_links: AckLinks | None,
+                 propagate: Callable[..., None], wake_sender: Callable[[], None] = lambda: None):
+        """``propagate(session=, incident_id=, fields=, now=)`` carries an incident change made
+        here (an acknowledgement timing out) to the linked tickets, as the commands do."""
+        self.sessions = sessions
+        self.clock = clock
+        self.responses = responses
+        self.ack_links = ack_links
+        self.propagate = propagate
+        self.wake_sender = wake_sender
+        self.wake = threading.Event()
+
+    # -- the hook: start and stop, in the change's transaction -----------------------------------
+    def on_incident_change(self, session: Session, change: IncidentChange) -> None:
+        after = incident_fields(change.incident)
+        before = {} if change.created else {
+            **after, **{name: old for name, (old, _) in change.changes.items()}}
+        responses = self.responses()
+        service = paging.service_for(after, responses.services)
+        escalation = self._escalation(session, change.incident.id)
+        status = after.get("status")
+        if escalation is not None and change.changed("status") and status != "triggered":
+            self._stop(session, escalation, change, acknowledged=status == "acknowledged")
+            return
+        if service is None:
+            return
+        if paging.starts_paging(before, after, service,
+                                last_urgency=escalation.urgency if escalation else None,
+                                active=escalation is not None and escalation.state == "active"):
+            self.start(session, change.incident, service, urgency=paging.urgency_for(after, service),
+                       now=change.now, escalation=escalation,
+                       reason="created" if change.created else _start_reason(change))
+
+    def start(self, session: Session, incident: Incident, service: Service, *, urgency: str,
+              now: datetime, escalation: Escalation | None = None, reason: str) -> Escalation:
+        """Start (or restart from its first rule) the service's policy for this incident; also
+        the entry point for alerts and plays."""
+        policy = self.responses().escalation_policies[service.escalation_policy]
+        if escalation is None:
+            escalation = Escalation(incident_id=incident.id, origin="service", epoch=0,
+                                    step_token=0, started_at=now)
+            session.add(escalation)
+        escalation.service_id = service.id
+        escalation.policy_id = policy.id
+        escalation.policy = policy_snapshot(policy)
+        escalation.urgency = urgency
+        escalation.ack_timeout_seconds = int(service.ack_timeout.total_seconds())
+        escalation.state = "active"
+        escalation.epoch = (escalation.epoch or 0) + 1
+        escalation.rule_index = 0
+        escalation.loop = 0
+        escalation.next_step_at = now
+        escalation.reason = None
+        escalation.started_at = now
+        escalation.updated_at = now
+        session.flush()
+        incident_service.append_timeline(
+            session=session, incident_id=incident.id, at=now, kind="paging_started",
+            actor=ACTOR, source=SOURCE,
+            data={"service": service.id, "policy": policy.id, "urgency": urgency,
+                  "priority": incident.priority, "reason": reason, "epoch": escalation.epoch})
+        self.wake.set()
+        return escalation
+
+    def _stop(self, session: Session, escalation: Escalation, change: IncidentChange, *,
+              acknowledged: bool) -> None:
+        """Acknowledged: no more steps, but the incident re-triggers after the service's
+        ack_timeout. Resolved: stopped for good. Later contacts not yet due are cancelled."""
+        if escalation.state not in ("active", "done", "acknowledged"):
+            return
+        if acknowledged and escalation.state == "acknowledged":
+            return
+        now = change.now
+        was_active = escalation.state == "active"
+        if acknowledged:
+            escalation.state = "acknowledged"
+            timeout = escalation.ack_timeout_seconds
+            escalation.next_step_at = now + timedelta(seconds=timeout) if timeout else None
+            if was_active:
+                TIME_TO_ACKNOWLEDGE.labels(escalation.service_id or "").observe(
+                    max(0.0, (now - escalation.started_at).total_seconds()))
+        else:
+            escalation.state = "stopped"
+            escalation.next_step_at = None
+        escalation.reason = f"{change.incident.status} by {change.actor or 'someone'} " \
+                            f"in {change.source}"
+        escalation.updated_at = now
+        cancelled = notify_service.cancel_pending(
+            session=session, incident_id=change.incident.id, now=now,
+            reason=f"the incident was {change.incident.status} first")
+        incident_service.append_timeline(
+            session=session, incident_id=change.incident.id, at=now, kind="paging_stopped",
+            actor=change.actor, source=change.source,
+            data={"status": change.incident.status, "cancelled": cancelled,
+                  "retrigger_at": escalation.next_step_at.isoformat()
+                  if escalation.next_step_at else None})
+
+    @staticmethod
+    def _escalation(session: Session, incident_id: int) -> Escalation | None:
+        return session.scalars(select(Escalation).where(
+            Escalation.incident_id == incident_id, Escalation.origin == "service")
+            .with_for_update()).one_or_none()
+
+    # -- the loop: fire due steps -----------------------------------------------------------------
+    def cycle(self) -> bool:
+        """Fire due steps, one row per transaction; True when more are due."""
+        self.wake.clear()
+        fired = 0
+        while fired < STEPS_PER_CYCLE:
+            with transaction(self.sessions) as session:
+                now = self.clock.now()
+                escalation = session.scalars(
+                    select(Escalation)
+                    .where(Escalation.state.in_(("active", "acknowledged")),
+                           Escalation.next_step_at <= now)
+                    .order_by(Escalation.next_step_at, Escalation.id)
+                    .limit(1).with_for_update(skip_locked=True)).one_or_none()
+                if escalation is None:
+                    break
+                if escalation.state == "acknowledged":
+                    self._retrigger(session, escalation, now)
+                else:
+                    self._fire(session, escalation, now)
+            fired += 1
+        if fired:
+            self.wake_sender()
+        return fired >= STEPS_PER_CYCLE
+
+    def _fire(self, session: Session, escalation: Escalation, now: datetime) -> None:
+        incident = incident_service.get_incident(session=session,
+                                                 incident_id=escalation.incident_id)
+        if incident.status != "triggered":       # changed outside the hooks (cannot, but be safe)
+            escalation.state, escalation.next_step_at = "stopped", None
+            escalation.reason = f"incident is {incident.status}"
+            return
+        policy = EscalationPolicy.model_validate(escalation.policy)
+        rule = policy.rules[escalation.rule_index]
+        deadline = escalation.next_step_at or now
+        responses = self.responses()
+        paged: dict[str, str] = {}          # user id -> how they were reached (user / schedule)
+        missing: list[dict[str, str]] = []
+        for target in rule.targets:
+            if target.user is not None:
+                if target.user in responses.users:
+                    paged.setdefault(target.user, f"user {target.user}")
+                else:
+                    missing.append({"user": target.user, "why": "no longer in the response files"})
+                continue
+            schedule = responses.schedules.get(target.schedule or "")
+            on_call = None if schedule is None else oncall_service.on_call_at(
+                session=session, schedule=schedule, at=now)
+            if on_call is None:
+                missing.append({"schedule": target.schedule or "",
+                                "why": "nobody on call" if schedule else
+                                       "no longer in the response files"})
+            elif on_call in responses.users:
+                paged.setdefault(on_call, f"schedule {target.schedule}")
+            else:
+                missing.append({"schedule": target.schedule or "", "user": on_call,
+                                "why": "on call but no longer in the response files"})
+        step = {"rule": escalation.rule_index + 1, "rules": len(policy.rules),
+                "loop": escalation.loop + 1, "loops": policy.repeat + 1,
+                "policy": policy.id, "urgency": escalation.urgency}
+        for entry in missing:
+            incident_service.append_timeline(
+                session=session, incident_id=incident.id, at=now, kind="nobody_to_page",
+                actor=ACTOR, source=SOURCE, data={**step, **entry})
+        contacts = 0
+        for user_id in paged:
+            contacts += self._page(session, incident, escalation, responses.users[user_id],
+                                   base=deadline if now - deadline < LATE_STEP else now, now=now)
+        if paged:
+            ESCALATIONS.labels(escalation.service_id or "").inc()
+            incident_service.append_timeline(
+                session=session, incident_id=incident.id, at=now, kind="escalated",
+                actor=ACTOR, source=SOURCE,
+                data={**step, "paged": [{"user": user, "via": via} for user, via in paged.items()],
+                      "contacts": contacts})
+        self._advance(session, escalation, policy, rule.escalate_after, deadline, now,
+                      nobody=not paged)
+
+    def _page(self, session: Session, incident: Incident, escalation: Escalation, user: User, *,
+              base: datetime, now: datetime) -> int:
+        rules = getattr(user.notification_rules, escalation.urgency)
+        links = notify_service.ticket_links_of(incident)
+        written = 0
+        for rule in rules:
+            row = notify_service.enqueue_page(
+                session=session, incident=incident, escalation=escalation, user=user,
+                contact=rule.contact, after=rule.after, now=base, ticket_links=links,
+                ack_links=self.ack_links)
+            written += row is not None
+        if not rules:
+            incident_service.append_timeline(
+                session=session, incident_id=incident.id, at=now, kind="nobody_to_page",
+                actor=ACTOR, source=SOURCE,
+                data={"user": user.id, "why": f"no {escalation.urgency}-urgency contact rules"})
+        return written
+
+    def _advance(self, session: Session, escalation: Escalation, policy: EscalationPolicy,
+                 wait: timedelta, deadline: datetime, now: datetime, *, nobody: bool) -> None:
+        """The row's next step. A rule that reached nobody hands over to the next one at once."""
+        escalation.step_token += 1
+        escalation.updated_at = now
+        if escalation.urgency == "low":
+            return self._finish(session, escalation, now,
+                                "low urgency: the first rule's targets were notified once")
+        escalation.rule_index += 1
+        if escalation.rule_index >= len(policy.rules):
+            if escalation.loop >= policy.repeat:
+                return self._finish(session, escalation, now,
+                                    f"the policy ran {policy.repeat + 1} time(s) without an "
+                                    f"acknowledgement")
+            escalation.loop += 1
+            escalation.rule_index = 0
+        base = deadline if now - deadline < LATE_STEP else now
+        escalation.next_step_at = now if nobody else base + wait
+
+    @staticmethod
+    def _finish(session: Session, escalation: Escalation, now: datetime, reason: str) -> None:
+        escalation.state = "done"
+        escalation.next_step_at = None
+        escalation.reason = reason
+        incident_service.append_timeline(
+            session=session, incident_id=escalation.incident_id, at=now, kind="escalation_done",
+            actor=ACTOR, source=SOURCE, data={"reason": reason, "policy": escalation.policy_id})
+
+    def _retrigger(self, session: Session, escalation: Escalation, now: datetime) -> None:
+        """The acknowledgement timed out: the incident is triggered again and the policy restarts
+        (the row is restarted first, so the hook sees a running escalation and adds nothing)."""
+        incident = incident_service.get_incident(session=session,
+                                                 incident_id=escalation.incident_id)
+        if incident.status != "acknowledged":
+            escalation.state, escalation.next_step_at = "stopped", None
+            return
+        responses = self.responses()
+        service = responses.services.get(escalation.service_id or "")
+        if service is None or service.escalation_policy not in responses.escalation_policies:
+            escalation.state, escalation.next_step_at = "stopped", None
+            escalation.reason = f"service {escalation.service_id} is gone from the response files"
+            return
+        self.start(session, incident, service, urgency=escalation.urgency, now=now,
+                   escalation=escalation, reason="acknowledgement timed out")
+        diff = incident_service.update_incident(
+            session=session, incident_id=incident.id, changes={"status": "triggered"}, now=now,
+            actor=ACTOR, source=SOURCE)
+        self.propagate(session=session, incident_id=incident.id,
+                       fields={name: new for name, (_, new) in diff.items()}, now=now)
+
+
+def policy_snapshot(policy: EscalationPolicy) -> dict[str, Any]:
+    """The policy as the escalation row keeps it: JSON that validates back into the same policy
+    (durations in seconds, the form the response files accept)."""
+    data = policy.model_dump(mode="json", exclude={"rules"})
+    data["rules"] = [{"targets": [target.model_dump(exclude_none=True) for target in rule.targets],
+                      "escalate_after": f"{int(rule.escalate_after.total_seconds())}s"}
+                     for rule in policy.rules]
+    return data
+
+
+def _start_reason(change: IncidentChange) -> str:
+    if change.changed("priority"):
+        old, new = change.changes["priority"]
+        return f"priority {old or '(none)'} → {new}"
+    if change.changed("status"):
+        return f"re-opened ({change.changes['status'][0]} → triggered)"
+    return "urgency raised"
