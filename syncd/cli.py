@@ -77,6 +77,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    from syncd.clock import SystemClock
+    from syncd.oncall.service import coverage_warnings
+    for warning in coverage_warnings(session=None, responses=config.responses,
+                                     now=SystemClock().now()):
+        print(f"warning: {warning}", file=sys.stderr)
+    if config.responses.users and config.http.link_secret is None:
+        print("warning: http.link_secret is not set: pages carry no acknowledge link and the "
+              "calendar feeds are off", file=sys.stderr)
     print(json.dumps({**config.redacted(), "definitions": config.responses.redacted()},
                      indent=2, default=str))
     print(f"config valid, {len(mapping_files)} mapping file(s) and "

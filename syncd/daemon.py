@@ -36,6 +36,7 @@ AUTH_RECHECK_SECONDS = 60.0
 MAPPING_RELOAD_SECONDS = 2.0
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_STALE_SECONDS = 5 * HEARTBEAT_SECONDS   # a replica silent this long is taken for dead
+PAGING_CYCLE_SECONDS = 0.25  # escalation and sender cycles: a due page goes out within a second
 SHUTDOWN_SECONDS = 30.0      # below systemd's and Kubernetes' stop timeouts in deploy/
 HTTP_STOP_SECONDS = 5.0
 
@@ -63,6 +64,7 @@ class Daemon:
         self.http_server: uvicorn.Server | None = None
         self.engine: SyncEngine | None = None
         self.heartbeats: Heartbeats | None = None
+        self._coverage: tuple[Any, Any, list[str]] | None = None   # (at, response set, warnings)
         # What open() and start() acquired, released in reverse order by stop(), however far
         # they got: a failed start must not leave the SQLite lock, claims or connections held.
         self._opened = contextlib.ExitStack()
@@ -135,6 +137,35 @@ class Daemon:
                                         max_attempts=sync.max_attempts),
                 reconcile_after_downtime=sync.reconcile_after_downtime,
                 pause_share=sync.pause_when_share_changed))
+        self._open_paging()
+
+    def _open_paging(self) -> None:
+        """Escalation (an incident-change hook and a loop), the notification sender, and the
+        signed links (acknowledge links, calendar feeds) when ``http.link_secret`` is set."""
+        from syncd.engine.propagation import propagate_fields
+        from syncd.incidents import hooks
+        from syncd.notify.links import AckLinks
+        from syncd.notify.sender import NotificationSender
+        from syncd.oncall.calendar import CalendarKeys
+        from syncd.oncall.escalation import Escalations
+        assert self.engine is not None
+        http = self.config.http
+        link_secret = secret(http.link_secret) if http.link_secret is not None else None
+        self.ack_links = AckLinks(link_secret, http.public_url) if link_secret else None
+        self.calendar_keys = CalendarKeys(link_secret) if link_secret else None
+        current = self.responses.current
+        self.engine.commands.email_of = lambda actor: getattr(
+            current().users.get(actor or ""), "email", None)
+        self.sender = NotificationSender(sessions=self.sessions, clock=self.clock,
+                                         responses=current, worker_id=self.worker_id)
+        self.sender_loop = Loop("notify", self.sender.cycle, interval=PAGING_CYCLE_SECONDS)
+        runtimes = self.engine.runtimes
+        self.escalations = Escalations(
+            sessions=self.sessions, clock=self.clock, responses=current,
+            ack_links=self.ack_links,
+            propagate=lambda **change: propagate_fields(runtimes=runtimes, **change),
+            wake_sender=self.sender_loop.wake.set)
+        hooks.install(self.sessions, self.escalations.on_incident_change)
 
     def start(self) -> None:
         """Listen first, then start the loops: a port that is taken fails the start before any
@@ -145,6 +176,9 @@ class Daemon:
         self.supervisor.add(Loop("heartbeat", self.heartbeats.beat, interval=HEARTBEAT_SECONDS))
         self.supervisor.add(Loop("auth-check", self.check_auth, interval=AUTH_RECHECK_SECONDS))
         self.supervisor.add(Loop("reload", self.reload_files, interval=MAPPING_RELOAD_SECONDS))
+        self.supervisor.add(Loop("escalation", self.escalations.cycle,
+                                 interval=PAGING_CYCLE_SECONDS, wake=self.escalations.wake))
+        self.supervisor.add(self.sender_loop)
         self._opened.callback(self.supervisor.stop, SHUTDOWN_SECONDS - HTTP_STOP_SECONDS)
         self.supervisor.start()
 
@@ -152,9 +186,10 @@ class Daemon:
         from syncd.api.app import ApiSettings, create_app
         from syncd.api.auth import ApiToken
         host, _, port = self.config.http.listen.rpartition(":")
-        app = create_app(self.engine, ApiSettings(
+        settings = ApiSettings(
             api_tokens=[ApiToken(t.name, secret(t.token)) for t in self.config.http.api_tokens],
-            max_body_bytes=self.config.http.max_body_bytes, readiness=self.readiness))
+            max_body_bytes=self.config.http.max_body_bytes, readiness=self.readiness)
+        app = create_app(self.engine, settings, routers=self._paging_routers(settings))
         server = self.http_server = uvicorn.Server(uvicorn.Config(
             app, host=host.strip("[]") or "127.0.0.1", port=int(port), log_config=None,
             access_log=False, timeout_graceful_shutdown=HTTP_STOP_SECONDS))
@@ -171,6 +206,20 @@ class Daemon:
         if not server.started:
             raise StartupError(f"the HTTP server could not listen on {self.config.http.listen} "
                                f"(http.listen): is the port taken?")
+
+    def _paging_routers(self, settings) -> list:
+        from syncd.api.ack_links import ack_link_router
+        from syncd.api.auth import bearer_actor
+        from syncd.api.oncall import oncall_router
+        assert self.engine is not None
+        routers = [oncall_router(sessions=self.sessions, responses=self.responses.current,
+                                 clock=self.clock, actor=bearer_actor(settings.api_tokens),
+                                 calendar_keys=self.calendar_keys)]
+        if self.ack_links is not None:
+            routers.append(ack_link_router(
+                links=self.ack_links, commands=self.engine.commands, sessions=self.sessions,
+                responses=self.responses.current, clock=self.clock, wake=self.engine.wake))
+        return routers
 
     def reload_files(self) -> None:
         """Re-read changed mapping and response files (every few seconds and on SIGHUP); a broken
@@ -215,6 +264,7 @@ class Daemon:
             report.update(ready=False, store=f"unreachable: {type(error).__name__}"
                                              + (f": {reason[0]}" if reason else ""))
             return report
+        report["warnings"] = self._coverage_warnings()
         for name, cursor in cursors.items():
             auth = self.auth_status.get(name, "pending")
             paused = cursor.paused_reason if cursor else None
@@ -224,6 +274,21 @@ class Daemon:
         if not self.supervisor.healthy():
             report["ready"] = False
         return report
+
+    def _coverage_warnings(self) -> list[str]:
+        """Gaps in paged schedules over the next 14 days: a warning, not unreadiness (nobody
+        on call is a staffing matter; pages then go to the next rule). Computed at most once a
+        minute: the probe is polled often and the answer changes slowly."""
+        from syncd.oncall.service import coverage_warnings
+        now = self.clock.now()
+        cached = self._coverage
+        if cached is None or (now - cached[0]).total_seconds() > 60 \
+                or cached[1] is not self.responses.current():
+            with db.transaction(self.sessions, readonly=True) as session:
+                warnings = coverage_warnings(session=session, responses=self.responses.current(),
+                                             now=now)
+            self._coverage = cached = (now, self.responses.current(), warnings)
+        return cached[2]
 
     # -- lifecycle -------------------------------------------------------------------------------
     def run_until_signalled(self) -> None:

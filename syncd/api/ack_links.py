@@ -81,10 +81,8 @@ def ack_link_router(*, links: AckLinks, commands: IncidentCommands, sessions,
         link = read(token)
         if isinstance(link, HTMLResponse):
             return link
-        user = responses().users.get(link.user_id)
         try:
-            commands.acknowledge(link.incident_id, actor=link.user_id, source="ack-link",
-                                 assignee=user.email if user else None)
+            commands.acknowledge(link.incident_id, actor=link.user_id, source="ack-link")
         except incident_service.NotFound:
             return _page("This incident no longer exists", "", 404)
         except incident_service.InvalidTransition as refused:

@@ -7,9 +7,9 @@ Health and metrics need no credentials; webhooks verify their connector's secret
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from syncd import __version__
 from syncd.api.auth import ApiToken, bearer_actor
@@ -27,7 +27,9 @@ class ApiSettings:
     readiness: Callable[[], dict[str, Any]] = field(default=lambda: {"ready": True})
 
 
-def create_app(engine: SyncEngine, settings: ApiSettings) -> FastAPI:
+def create_app(engine: SyncEngine, settings: ApiSettings,
+               routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """``routers``: the domains' routers the daemon assembles with their own dependencies."""
     app = FastAPI(title="syncd", version=__version__,
                   description="Incident store, sync and response API of the syncd daemon.")
     actor = bearer_actor(settings.api_tokens)
@@ -35,4 +37,6 @@ def create_app(engine: SyncEngine, settings: ApiSettings) -> FastAPI:
     app.include_router(webhook_router(engine, settings.max_body_bytes))
     app.include_router(incident_router(engine, actor))
     app.include_router(dead_letter_router(engine, actor))
+    for router in routers:
+        app.include_router(router)
     return app

@@ -115,4 +115,29 @@ def incident_detail(engine: SyncEngine, incident_id: int) -> dict[str, Any]:
                                                             incident_id=incident_id)],
             "timeline": [entry_json(e) for e in incident_service.timeline(
                 session=session, incident_id=incident_id)],
+            **paging_detail(session, incident_id),
         }
+
+
+def paging_detail(session, incident_id: int) -> dict[str, Any]:
+    """The escalation now (where it stands, when the next step is due) and every page."""
+    from sqlalchemy import select
+
+    from syncd.notify.models import Notification
+    from syncd.oncall.models import Escalation
+    escalation = session.scalars(select(Escalation).where(
+        Escalation.incident_id == incident_id, Escalation.origin == "service")).one_or_none()
+    pages = session.scalars(select(Notification).where(Notification.incident_id == incident_id)
+                            .order_by(Notification.id))
+    return {
+        "escalation": None if escalation is None else {
+            "state": escalation.state, "service": escalation.service_id,
+            "policy": escalation.policy_id, "urgency": escalation.urgency,
+            "rule": escalation.rule_index + 1, "rules": len(escalation.policy.get("rules", [])),
+            "loop": escalation.loop + 1, "next_step_at": escalation.next_step_at
+            and escalation.next_step_at.isoformat(), "reason": escalation.reason},
+        "notifications": [{"id": row.id, "user": row.user_id, "contact": row.contact,
+                           "kind": row.kind, "state": row.state, "due_at": row.due_at.isoformat(),
+                           "sent_at": row.sent_at and row.sent_at.isoformat(),
+                           "detail": row.detail} for row in pages],
+    }

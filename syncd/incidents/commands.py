@@ -4,7 +4,7 @@ every linked ticket system. ``actor`` is who did it, taken from the credential t
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,10 +22,13 @@ from syncd.store.db import transaction
 
 class IncidentCommands:
     def __init__(self, *, sessions: sessionmaker[Session], runtimes: Mapping[str, ConnectorRuntime],
-                 clock: Clock):
+                 clock: Clock, email_of: Callable[[str | None], str | None] = lambda _: None):
+        """``email_of(actor)``: the email of the person an actor names (a user of the response
+        files, by id), or None; an acknowledgement by a known person assigns it to them."""
         self.sessions = sessions
         self.runtimes = runtimes
         self.clock = clock
+        self.email_of = email_of
 
     def create(self, fields: Mapping[str, Any], *, actor: str | None, source: str) -> Incident:
         with transaction(self.sessions) as session:
@@ -42,13 +45,12 @@ class IncidentCommands:
             return self._update(session, incident_id, changes, actor=actor, source=source,
                                 expected_version=expected_version)
 
-    def acknowledge(self, incident_id: int, *, actor: str | None, source: str,
-                    assignee: str | None = None) -> dict:
+    def acknowledge(self, incident_id: int, *, actor: str | None, source: str) -> dict:
         """Acknowledging twice changes nothing; a resolved incident cannot be acknowledged (as in
         PagerDuty: reopen it by setting its status instead). The status is read and written in
         one transaction under the version check, so a resolve in between cannot be overwritten.
-        ``assignee`` (the person's email, when syncd knows who acknowledged) is set with it, so
-        the tickets show who took it (docs/oncall.md, "Acknowledging")."""
+        When the actor is a known person their email becomes the assignee, so the tickets show
+        who took it (docs/oncall.md, "Acknowledging")."""
         with transaction(self.sessions) as session:
             incident = incident_service.get_incident(session=session, incident_id=incident_id,
                                                      for_update=True)
@@ -58,6 +60,7 @@ class IncidentCommands:
             if incident.status == "acknowledged":
                 return {}
             changes = {"status": "acknowledged"}
+            assignee = self.email_of(actor)
             if assignee:
                 changes["assignee"] = assignee
             return self._update(session, incident_id, changes, actor=actor,

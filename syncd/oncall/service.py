@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -164,3 +164,22 @@ def coverage_gaps(*, session: Session | None, responses: ResponseSet, start: dat
         if holes:
             found[schedule_id] = holes
     return found
+
+
+GAP_CHECK = timedelta(days=14)      # Grafana OnCall checks 30 days; two weeks is what people fix
+GAPS_LISTED = 5
+
+
+def coverage_warnings(*, session: Session | None, responses: ResponseSet,
+                      now: datetime) -> list[str]:
+    """One line per paged schedule with nobody on call at some instant of the next 14 days,
+    naming the first gaps (for `syncd config check` and /readyz)."""
+    warnings = []
+    for schedule_id, holes in coverage_gaps(session=session, responses=responses, start=now,
+                                            end=now + GAP_CHECK).items():
+        shown = ", ".join(f"{start:%Y-%m-%d %H:%M}–{end:%Y-%m-%d %H:%M} UTC"
+                          for start, end in holes[:GAPS_LISTED])
+        more = f" and {len(holes) - GAPS_LISTED} more" if len(holes) > GAPS_LISTED else ""
+        warnings.append(f"schedule {schedule_id}: nobody on call during {shown}{more} "
+                        f"(next 14 days); pages to it then go to the next rule")
+    return warnings

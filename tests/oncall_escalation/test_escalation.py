@@ -48,8 +48,7 @@ def test_acknowledging_stops_escalation_and_cancels_contacts_not_yet_due(paging)
     incident = paging.incident()
     paging.advance(0)
     paging.advance(1)
-    paging.commands.acknowledge(incident, actor="alice", source="ack-link",
-                                assignee="alice@example.com")
+    paging.commands.acknowledge(incident, actor="alice", source="ack-link")
     paging.advance(20)
     # No sender ran here: the mail was still waiting too (tests/notify covers sent ones).
     assert paging.pages(incident) == [("alice", "mail", "cancelled", "0"),
