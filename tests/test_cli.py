@@ -67,15 +67,21 @@ def test_mappings_validate_reports_file_line_column_and_exits_2(tmp_path):
 def test_demo_plays_its_story_and_exits(tmp_path):
     result = syncd("demo", "--once", "--dir", str(tmp_path / "demo"), timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "created Jira OPS-1" in result.stdout
-    assert "has the work note" in result.stdout
-    assert "priority is now Highest" in result.stdout
-    assert "is In Progress and Jira OPS-1 is In Progress" in result.stdout
-    assert "is Resolved" in result.stdout
-    assert "priority P2 → P1 in servicenow by beth.anglin" in result.stdout
-    assert "status triggered → acknowledged in api by dana.responder" in result.stdout
-
-
+    out = result.stdout
+    assert "created Jira OPS-1" in out and "P3 does not page" in out
+    assert "has the work note" in out
+    assert "priority is now Highest; alice was paged" in out
+    assert "Subject: [P1] SYN-1 Checkout API returns 500s" in out
+    assert "| Service:  payments-api" in out
+    assert "GET shows a confirm page" in out
+    assert "assigned to alice; Jira OPS-1 is In Progress, assigned to Alice Adams" in out
+    assert "is Resolved" in out
+    assert "priority P3 → P1 in servicenow by beth.anglin" in out
+    assert "paging started (priority P3 → P1): policy payments, high urgency" in out
+    assert "escalation rule 1 of 2, loop 1 of 2: paged alice (schedule payments-primary)" in out
+    assert "page to alice by mail sent" in out
+    assert "status triggered → acknowledged, assignee (empty) → alice@example.com in ack-link " \
+           "by alice" in out
 
 
 def test_run_serves_syncs_and_stops_cleanly_on_sigterm(tmp_path):

@@ -78,7 +78,7 @@ def enqueue_page(*, session: Session, incident: Incident, escalation: Escalation
                                  notification_id=row.id, now=now) if ack_links else None)
     row.subject, row.body = render_page(incident=incident, user=user, ticket_links=ticket_links,
                                         ack_url=ack_url, urgency=escalation.urgency,
-                                        short=is_short(url))
+                                        short=is_short(url), service=escalation.service_id)
     return row
 
 

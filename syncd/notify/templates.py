@@ -49,14 +49,16 @@ def _render(name: str, context: dict[str, Any]) -> tuple[str, str]:
 
 
 def render_page(*, incident: Any, user: User, ticket_links: Iterable[Sequence[str]],
-                ack_url: str | None, urgency: str | None, short: bool) -> tuple[str, str]:
-    """(subject, body) of a page. Short: the whole message is the body (SMS has no subject and
+                ack_url: str | None, urgency: str | None, short: bool,
+                service: str | None = None) -> tuple[str, str]:
+    """(subject, body) of a page; ``service`` is the one paging (the incident's own field may be
+    empty when the service was matched by its fields). Short: the whole message is the body (SMS has no subject and
     apprise would prepend one), at most 160 characters: the title gives way first, then the
     ticket keys; the acknowledge link stays whole."""
     tickets = [TicketLink(*map(str, link)) for link in ticket_links]
     context = {"number": incident.number, "incident_id": incident.id,
                "title": one_line(incident.title), "priority": incident.priority,
-               "service": one_line(incident.service), "urgency": urgency or "high",
+               "service": one_line(service or incident.service), "urgency": urgency or "high",
                "user_name": one_line(user.name), "tickets": tickets, "ack_url": ack_url}
     if not short:
         return _render("page.txt", context)
