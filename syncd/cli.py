@@ -230,6 +230,80 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextmanager
+def incident_commands(args: argparse.Namespace) -> Iterator:
+    """The daemon's pieces a command needs to change incidents exactly as the daemon would: the
+    same transaction, outbox rows to the tickets, escalation hooks. The running daemon delivers."""
+    from syncd.daemon import Daemon, StartupError
+    daemon = Daemon(load_config_or_fail(args.config))
+    try:
+        daemon.open(for_commands=True)
+        yield daemon.engine
+    except StartupError as error:
+        raise UsageError(str(error)) from None
+    finally:
+        daemon.stop()
+
+
+def _incident_command(args: argparse.Namespace, run: Callable) -> int:
+    from syncd.incidents import service as incident_service
+    with incident_commands(args) as engine:
+        try:
+            changed = run(engine.commands, args.as_user or _cli_actor())
+        except incident_service.NotFound as error:
+            raise UsageError(str(error)) from None
+        except (incident_service.InvalidTransition, incident_service.InvalidField) as error:
+            print(f"syncd: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+    print(f"SYN-{args.id}: " + (", ".join(f"{name} {old} -> {new}" for name, (old, new)
+                                           in changed.items()) if changed else "no change"))
+    return EXIT_OK
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    return _incident_command(args, lambda commands, actor: commands.acknowledge(
+        args.id, actor=actor, source="cli"))
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    return _incident_command(args, lambda commands, actor: commands.resolve(
+        args.id, actor=actor, source="cli", resolution=args.note))
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    if not args.text.strip():
+        raise UsageError("note: the text is empty")
+
+    def add(commands, actor):
+        commands.add_note(args.id, args.text, author=actor, source="cli")
+        return {"note": (None, args.text)}
+    return _incident_command(args, add)
+
+
+def cmd_incidents_list(args: argparse.Namespace) -> int:
+    from syncd.incidents import service as incident_service
+    with store_transaction(args) as session:
+        rows = incident_service.list_incidents(session=session, status=args.status,
+                                               limit=args.limit, offset=0)
+        for row in rows:
+            print(f"{row.number:>8}  {row.status:<12} {row.priority or '--':<3} "
+                  f"{row.updated_at:%Y-%m-%d %H:%M}  {row.title}")
+    return EXIT_OK
+
+
+def cmd_incidents_show(args: argparse.Namespace) -> int:
+    from fastapi import HTTPException
+
+    from syncd.api.incidents import incident_detail
+    with incident_commands(args) as engine:
+        try:
+            detail = incident_detail(engine, args.id)
+        except HTTPException as error:
+            raise UsageError(str(error.detail)) from None
+    print(json.dumps(detail, indent=2, default=str))
+    return EXIT_OK
+
+
 def cmd_page_test(args: argparse.Namespace) -> int:
     """A test notification now to each (or the named) contact of a user, recorded in the store
     as a ``test`` row; prints each outcome, exit 1 when one was not sent."""
@@ -618,6 +692,40 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Jira only: which Jira to imitate")
     simulate.set_defaults(handler=cmd_simulate)
 
+    incidents = commands.add_parser("incidents", help="incidents in the store")
+    incident_commands_parser = incidents.add_subparsers(dest="incidents_command")
+    listing = incident_commands_parser.add_parser("list", help="the newest incidents")
+    listing.add_argument("--status", choices=["triggered", "acknowledged", "resolved"])
+    listing.add_argument("--limit", type=int, default=50)
+    _add_config_option(listing)
+    listing.set_defaults(handler=cmd_incidents_list)
+    show = incident_commands_parser.add_parser(
+        "show", help="one incident as JSON: fields, links, timeline, escalation, pages")
+    show.add_argument("id", type=int)
+    _add_config_option(show)
+    show.set_defaults(handler=cmd_incidents_show)
+    who = ("who does it: a user id of the response files (an acknowledgement assigns the "
+           "tickets to them); default cli:<your login>")
+    ack = commands.add_parser("ack", help="acknowledge an incident: escalation stops, the "
+                                          "tickets follow")
+    ack.add_argument("id", type=int)
+    ack.add_argument("--as", dest="as_user", metavar="USER", help=who)
+    _add_config_option(ack)
+    ack.set_defaults(handler=cmd_ack)
+    resolve_parser = commands.add_parser("resolve", help="resolve an incident")
+    resolve_parser.add_argument("id", type=int)
+    resolve_parser.add_argument("--note", help="the resolution (close notes in ServiceNow)")
+    resolve_parser.add_argument("--as", dest="as_user", metavar="USER", help=who)
+    _add_config_option(resolve_parser)
+    resolve_parser.set_defaults(handler=cmd_resolve)
+    note = commands.add_parser("note", help="add an internal note (a ServiceNow work note, a "
+                                            "Jira comment)")
+    note.add_argument("id", type=int)
+    note.add_argument("text")
+    note.add_argument("--as", dest="as_user", metavar="USER", help=who)
+    _add_config_option(note)
+    note.set_defaults(handler=cmd_note)
+
     oncall = commands.add_parser(
         "oncall", help="who is on call, and schedule overrides", usage=ONCALL_USAGE,
         description="Without `override`: who is on call in each schedule (or in SCHEDULE) now or "
@@ -636,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(oncall)
     oncall.set_defaults(handler=cmd_oncall)
 
-    for sub in (db_parser, config_parser, mappings_parser, dead, page):
+    for sub in (db_parser, config_parser, mappings_parser, dead, page, incidents):
         sub.set_defaults(handler=_missing_subcommand(sub))
     return parser
 

@@ -70,10 +70,12 @@ class Daemon:
         self._opened = contextlib.ExitStack()
 
     # -- assembly --------------------------------------------------------------------------------
-    def open(self) -> None:
+    def open(self, *, for_commands: bool = False) -> None:
         """Everything short of starting loops: store checked, mappings loaded, connectors built,
-        this process's heartbeat written."""
-        if self.sqlite_lock:
+        this process's heartbeat written. ``for_commands``: only what a command (`syncd ack`)
+        needs to change incidents as the daemon would, hooks included; it claims no work, so it
+        runs beside a daemon, even on its SQLite file."""
+        if self.sqlite_lock and not for_commands:
             try:
                 self.sqlite_lock.acquire()
             except StoreInUse as error:
@@ -122,8 +124,9 @@ class Daemon:
                                      process=self.worker_id,
                                      stale_after=timedelta(seconds=HEARTBEAT_STALE_SECONDS),
                                      queues={"outbox": OutboxItem})
-        self.heartbeats.register(sole=self.sqlite_lock is not None)
-        self._opened.callback(self.heartbeats.unregister)
+        if not for_commands:
+            self.heartbeats.register(sole=self.sqlite_lock is not None)
+            self._opened.callback(self.heartbeats.unregister)
         sync = self.config.sync
         self.engine = SyncEngine(
             sessions=self.sessions, runtimes=runtimes, clock=self.clock, worker_id=self.worker_id,

@@ -175,6 +175,7 @@ def claim_due(*, session: Session, now: datetime, worker_id: str, send_timeout: 
         .where(Notification.state == "pending", Notification.due_at <= now)
         .order_by(Notification.due_at, Notification.id)
         .limit(limit).with_for_update(skip_locked=True)).all()
+    due = _still_wanted(session, due, now)
     by_contact: dict[tuple[str, str], list[Notification]] = {}
     for row in due:
         by_contact.setdefault((row.user_id, row.contact), []).append(row)
@@ -190,6 +191,28 @@ def claim_due(*, session: Session, now: datetime, worker_id: str, send_timeout: 
             claims.append(_claim(session, [by_id[i] for i in ids], now=now, worker_id=worker_id,
                                  send_timeout=send_timeout))
     return claims
+
+
+def _still_wanted(session: Session, rows: Sequence[Notification],
+                  now: datetime) -> list[Notification]:
+    """Drop (cancel) escalation pages of incidents no longer triggered. The acknowledgement's
+    hook cancels them in its own transaction; this covers a change made where no hook ran (a
+    tool writing to the store directly), so such a page is never sent late."""
+    incident_ids = {row.incident_id for row in rows
+                    if row.kind == "page" and row.incident_id is not None}
+    if not incident_ids:
+        return list(rows)
+    statuses = dict(session.execute(
+        select(Incident.id, Incident.status).where(Incident.id.in_(incident_ids))).all())
+    wanted = []
+    for row in rows:
+        status = statuses.get(row.incident_id, "triggered") if row.kind == "page" else "triggered"
+        if status == "triggered":
+            wanted.append(row)
+        else:
+            row.state, row.detail, row.updated_at = "cancelled", \
+                f"the incident was {status} before it was sent", now
+    return wanted
 
 
 def claim_rows(*, session: Session, ids: Sequence[int], now: datetime, worker_id: str,
