@@ -85,10 +85,18 @@ class Escalations:
                        reason="created" if change.created else _start_reason(change))
 
     def start(self, session: Session, incident: Incident, service: Service, *, urgency: str,
-              now: datetime, escalation: Escalation | None = None, reason: str) -> Escalation:
+              now: datetime, escalation: Escalation | None = None,
+              reason: str) -> Escalation | None:
         """Start (or restart from its first rule) the service's policy for this incident; also
-        the entry point for alerts and plays."""
-        policy = self.responses().escalation_policies[service.escalation_policy]
+        the entry point for alerts and plays. A policy missing from the files (they validate
+        references, so only a race with a reload) starts nothing: logged, never raised, since
+        raising would roll back the change that started it (ADR 0008)."""
+        policy = self.responses().escalation_policies.get(service.escalation_policy)
+        if policy is None:
+            log.error("a service's escalation policy is missing; not paging",
+                      extra={"service": service.id, "policy": service.escalation_policy,
+                             "incident_id": incident.id})
+            return None
         if escalation is None:
             escalation = Escalation(incident_id=incident.id, origin="service", epoch=0,
                                     step_token=0, started_at=now)
