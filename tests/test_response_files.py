@@ -217,3 +217,31 @@ def test_a_set_that_does_not_validate_refuses_to_start(tmp_path):
     write(tmp_path, "team.yaml", ALICE.replace("alice@example.com", "alice"))
     with pytest.raises(ResponseFileError, match=r"team.yaml:4: users\[0\].email"):
         ResponseFiles([str(tmp_path / "*.yaml")])
+
+
+def test_paging_mistakes_are_refused_with_file_and_line(tmp_path):
+    """The issue's list: a restriction with no days, escalate_after 0m, an unknown apprise
+    scheme (the unknown user and contact are above)."""
+    path = write(tmp_path, "paging.yaml", """\
+        users:
+          - id: alice
+            name: Alice Adams
+            email: alice@example.com
+            contacts: {mail: "mailtoo://mail.example.com?to=alice@example.com"}
+        schedules:
+          - id: primary
+            name: Primary
+            time_zone: UTC
+            layers:
+              - {name: all, start: "2026-01-01T00:00", rotation: daily, users: [alice],
+                 restrictions: [{days: [], from: "09:00", to: "18:00"}]}
+        escalation_policies:
+          - {id: payments, rules: [{targets: [{user: alice}], escalate_after: 0m}]}
+        """)
+    problems = problems_of(path)
+    assert [problem.split(": ")[1] for problem in problems] == [
+        "users[0].contacts.mail", "schedules[0].layers[0].restrictions[0].days",
+        "escalation_policies[0].rules[0].escalate_after"], problems
+    assert problems[0].startswith(f"{path}:5:") and "mailtoo" in problems[0]
+    assert problems[1].startswith(f"{path}:12:")
+    assert problems[2].startswith(f"{path}:14:") and "must be at least 1m" in problems[2]
