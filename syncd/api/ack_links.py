@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from syncd.clock import Clock
 from syncd.incidents import service as incident_service
 from syncd.incidents.commands import IncidentCommands
+from syncd.notify import service as notify_service
 from syncd.notify.links import AckLink, AckLinks, ExpiredAckLink, InvalidAckLink
 from syncd.response_files import ResponseSet
 from syncd.store.db import transaction
@@ -38,15 +39,27 @@ def ack_link_router(*, links: AckLinks, commands: IncidentCommands, sessions,
                     wake: Callable[[], None]) -> APIRouter:
     router = APIRouter(tags=["acknowledge links"])
 
+    elsewhere = "<p>Acknowledge from the console, the API or the ticket instead.</p>"
+
     def read(token: str) -> AckLink | HTMLResponse:
+        """The link, if it still acknowledges: signed, not expired, its person still in the
+        response files (a person removed from on-call cannot act), and from the escalation run
+        now going (an old link must not stop a later episode's paging)."""
         try:
-            return links.read(token, now=clock.now())
+            link = links.read(token, now=clock.now())
         except ExpiredAckLink:
-            return _page("This link has expired",
-                         "<p>Acknowledge from the console, the API or the ticket instead.</p>", 410)
+            return _page("This link has expired", elsewhere, 410)
         except InvalidAckLink:
             return _page("This link is not valid",
                          "<p>It may have been cut short by your mail program.</p>", 404)
+        if link.user_id not in responses().users:
+            return _page("This link is no longer valid",
+                         "<p>Its person is no longer in syncd's on-call files.</p>", 403)
+        with transaction(sessions, readonly=True) as session:
+            stale = notify_service.stale_ack_link(session=session, link=link)
+        if stale is not None:
+            return _page("This link is out of date", f"<p>{escape(stale)}.</p>{elsewhere}", 410)
+        return link
 
     def incident_line(link: AckLink) -> tuple[str, str] | None:
         with transaction(sessions, readonly=True) as session:
@@ -69,8 +82,7 @@ def ack_link_router(*, links: AckLinks, commands: IncidentCommands, sessions,
         line, status = found
         if status != "triggered":
             return _page(f"Already {status}", f"<p>{escape(line)}</p>")
-        user = responses().users.get(link.user_id)
-        who = escape(user.name if user else link.user_id)
+        who = escape(responses().users[link.user_id].name)
         return _page("Acknowledge this incident?",
                      f"<p>{escape(line)}</p><p class=note>You are acknowledging as {who}; "
                      f"escalation stops and the tickets are assigned to you.</p>"

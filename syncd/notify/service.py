@@ -22,7 +22,7 @@ from syncd.incidents.models import Incident
 from syncd.incidents.service import append_timeline
 from syncd.notify import throttle
 from syncd.notify.channels import Delivery, channel_of, is_short
-from syncd.notify.links import AckLinks
+from syncd.notify.links import AckLink, AckLinks
 from syncd.notify.models import Notification
 from syncd.notify.templates import render_bundle, render_page, render_test
 from syncd.oncall.definitions import User
@@ -163,6 +163,9 @@ def expire_stuck(*, session: Session, now: datetime,
     return settled
 
 
+PER_CONTACT_SCAN = 20
+
+
 def claim_due(*, session: Session, now: datetime, worker_id: str, send_timeout: float,
               rate: throttle.Rate = throttle.DEFAULT_RATE, limit: int = 200) -> list[Claim]:
     """Claim the due pending rows this sender may send now, as messages the throttle allows.
@@ -170,9 +173,16 @@ def claim_due(*, session: Session, now: datetime, worker_id: str, send_timeout: 
     Rows are locked with SKIP LOCKED, so replicas claim disjoint rows; on PostgreSQL one
     replica at a time plans for a contact (a transaction-scoped advisory lock), so two replicas
     cannot both spend the same contact's throttle."""
+    # At most PER_CONTACT_SCAN rows of one contact per pass: a throttled contact with a long
+    # queue must not fill the batch and hold back everyone else's due pages (head of line).
+    rank = func.row_number().over(partition_by=(Notification.user_id, Notification.contact),
+                                  order_by=(Notification.due_at, Notification.id))
+    candidates = select(Notification.id, rank.label("rank")).where(
+        Notification.state == "pending", Notification.due_at <= now).subquery()
     due = session.scalars(
         select(Notification)
-        .where(Notification.state == "pending", Notification.due_at <= now)
+        .where(Notification.id.in_(select(candidates.c.id)
+                                   .where(candidates.c.rank <= PER_CONTACT_SCAN)))
         .order_by(Notification.due_at, Notification.id)
         .limit(limit).with_for_update(skip_locked=True)).all()
     due = _still_wanted(session, due, now)
@@ -320,3 +330,17 @@ def pending_count(*, session: Session) -> int:
     """Rows not settled yet (pending or sending), for tests and readiness."""
     return session.scalar(select(func.count()).select_from(Notification).where(
         or_(Notification.state == "pending", Notification.state == "sending"))) or 0
+
+
+def stale_ack_link(*, session: Session, link: AckLink) -> str | None:
+    """Why an acknowledge link no longer acknowledges, or None. A link acknowledges only the
+    run of the escalation that sent it: one from an earlier episode (resolved, then re-opened; or
+    an acknowledgement that timed out) must not stop the page now running."""
+    row = session.get(Notification, link.notification_id)
+    if row is None or row.incident_id != link.incident_id or row.user_id != link.user_id:
+        return "this link does not belong to a page of this incident"
+    if row.escalation_id is not None:
+        escalation = session.get(Escalation, row.escalation_id)
+        if escalation is None or escalation.epoch != row.epoch:
+            return "this page is from an earlier round of the incident"
+    return None

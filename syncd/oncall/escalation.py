@@ -77,9 +77,18 @@ class Escalations:
             return
         if service is None:
             return
+        active = escalation is not None and escalation.state == "active"
+        if active:
+            reason = paging.stops_paging(before, after, service,
+                                         running_urgency=escalation.urgency)
+            if reason is not None:
+                notify_service.cancel_pending(session=session, incident_id=change.incident.id,
+                                              now=change.now, reason=reason)
+                self._finish(session, escalation, change.now, reason)
+                return
         if paging.starts_paging(before, after, service,
                                 last_urgency=escalation.urgency if escalation else None,
-                                active=escalation is not None and escalation.state == "active"):
+                                active=active):
             self.start(session, change.incident, service, urgency=paging.urgency_for(after, service),
                        now=change.now, escalation=escalation,
                        reason="created" if change.created else _start_reason(change))
@@ -170,12 +179,16 @@ class Escalations:
         while fired < STEPS_PER_CYCLE:
             with transaction(self.sessions) as session:
                 now = self.clock.now()
+                # The incident is locked with its escalation, skipping both when a command holds
+                # the incident: commands lock incident then escalation (the hook), so taking the
+                # escalation alone and then waiting on the incident would deadlock with them.
                 escalation = session.scalars(
-                    select(Escalation)
+                    select(Escalation).join(Incident, Incident.id == Escalation.incident_id)
                     .where(Escalation.state.in_(("active", "acknowledged")),
                            Escalation.next_step_at <= now)
                     .order_by(Escalation.next_step_at, Escalation.id)
-                    .limit(1).with_for_update(skip_locked=True)).one_or_none()
+                    .limit(1).with_for_update(skip_locked=True, of=(Escalation, Incident))
+                ).one_or_none()
                 if escalation is None:
                     break
                 if escalation.state == "acknowledged":

@@ -58,3 +58,17 @@ def starts_paging(before: Mapping[str, Any], after: Mapping[str, Any], service: 
     if active:
         return upgraded
     return upgraded or not pages_at(before, service)
+
+
+def stops_paging(before: Mapping[str, Any], after: Mapping[str, Any], service: Service, *,
+                 running_urgency: str) -> str | None:
+    """Why a change ends a running escalation of a still-triggered incident, or None: its
+    priority was lowered out of page_on (the team decided it is not worth a page), or its urgency
+    fell to low (low urgency never escalates; the first rule's people were paged already)."""
+    if after.get("status") != "triggered":
+        return None
+    if pages_at(before, service) and not pages_at(after, service):
+        return f"priority lowered to {after.get('priority') or '(none)'}, below page_on"
+    if running_urgency == "high" and urgency_for(after, service) == "low":
+        return "urgency lowered to low: low urgency does not escalate"
+    return None

@@ -71,3 +71,14 @@ def test_a_low_urgency_incident_raised_to_high_urgency_starts_paging_again():
                              last_urgency="low", active=active)
     assert not starts_paging(fields(priority="P2"), fields(priority="P1"), svc,
                              last_urgency="high", active=True)
+
+
+def test_lowering_out_of_page_on_or_to_low_urgency_ends_a_running_escalation():
+    from syncd.oncall.paging import stops_paging
+    svc = service(urgency="by_priority", page_on={"priority": ["P1", "P2", "P3"]})
+    assert stops_paging(fields(), fields(priority="P4"), svc, running_urgency="high") == \
+        "priority lowered to P4, below page_on"
+    assert stops_paging(fields(), fields(priority="P3"), svc, running_urgency="high") == \
+        "urgency lowered to low: low urgency does not escalate"
+    assert stops_paging(fields(), fields(priority="P2"), svc, running_urgency="high") is None
+    assert stops_paging(fields(), fields(status="resolved"), svc, running_urgency="high") is None
