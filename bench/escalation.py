@@ -23,8 +23,8 @@ to go at once and says so in its output. Services are found by the incident's ``
 (a dict lookup), so thousands of services cost nothing at creation.
 
 Per page: delay = arrival at the receiver - the escalation step's deadline, split into the
-escalation's part (the notification row's ``created_at`` - the deadline) and the sender's part
-(arrival - ``created_at``). Printed: incidents, pages, p50/p95/p99/max delay, pages per second
+escalation's part (when the step fired, the time of its ``escalated`` timeline entry - the
+deadline) and the sender's part (arrival - that). Printed: incidents, pages, p50/p95/p99/max delay, pages per second
 (from the deadline to the last arrival), process CPU seconds of the run and peak RSS.
 
     /work/wt-bench-esc/.venv/bin/python bench/escalation.py --incidents 1000
@@ -60,9 +60,9 @@ from syncd.clock import SystemClock  # noqa: E402
 from syncd.engine.supervisor import Loop, Supervisor  # noqa: E402
 from syncd.incidents import hooks  # noqa: E402
 from syncd.incidents import service as incident_service  # noqa: E402
+from syncd.incidents.models import TimelineEntry  # noqa: E402
 from syncd.notify import throttle  # noqa: E402
 from syncd.notify.links import AckLinks  # noqa: E402
-from syncd.notify.models import Notification  # noqa: E402
 from syncd.notify.sender import NotificationSender  # noqa: E402
 from syncd.oncall.escalation import Escalations  # noqa: E402
 from syncd.oncall.models import Escalation  # noqa: E402
@@ -249,8 +249,10 @@ def measure(args, engine, responses_path: str, receiver: Receiver, *, rate) -> d
         stopped = supervisor.stop()
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     with db.transaction(sessions) as session:
-        created = dict(session.execute(select(Notification.incident_id, Notification.created_at)
-                                       .where(Notification.kind == "page")).all())
+        # When the step fired: the "escalated" entry's time (a row's created_at is its due base,
+        # which is the deadline itself for a step less than LATE_STEP late).
+        fired = dict(session.execute(select(TimelineEntry.incident_id, TimelineEntry.at)
+                                     .where(TimelineEntry.kind == "escalated")).all())
         states = dict(session.execute(text(
             "SELECT state, count(*) FROM notification GROUP BY state")).all())
     arrival: dict[int, float] = {}
@@ -263,8 +265,8 @@ def measure(args, engine, responses_path: str, receiver: Receiver, *, rate) -> d
     for incident_id, arrived in arrival.items():
         deadline = due[incident_id].timestamp()
         delays.append(arrived - deadline)
-        if incident_id in created:
-            made = created[incident_id].timestamp()
+        if incident_id in fired:
+            made = fired[incident_id].timestamp()
             escalation_part.append(made - deadline)
             sender_part.append(arrived - made)
     first_due = min(due.values()).timestamp()
