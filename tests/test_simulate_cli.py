@@ -179,12 +179,12 @@ def test_mappings_preview_shows_canonical_values_and_outbound_writes(tmp_path):
         assert preview["canonical"] == {
             "title": "Disk full on db-3", "description": "", "status": "triggered",
             "resolution": None, "priority": "P2", "urgency": "high", "group": None,
-            "assignee": "beth.anglin"}
+            "assignee": "beth.anglin@example.com"}
         writes = preview["outbound_writes"]
         assert (writes["short_description"], writes["state"], writes["impact"],
                 writes["urgency"]) == ("Disk full on db-3", "1", "1", "2")
-        assert writes["assigned_to"] == {"reference": {"match": "user_name",
-                                                       "value": "beth.anglin"}}
+        assert writes["assigned_to"] == {"reference": {"match": "email",
+                                                       "value": "beth.anglin@example.com"}}
         assert "priority" not in writes, "ServiceNow computes priority; syncd writes impact+urgency"
 
         shown = run_preview(config, "jira", issue["key"])

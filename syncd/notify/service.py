@@ -179,9 +179,13 @@ def claim_due(*, session: Session, now: datetime, worker_id: str, send_timeout: 
                                   order_by=(Notification.due_at, Notification.id))
     candidates = select(Notification.id, rank.label("rank")).where(
         Notification.state == "pending", Notification.due_at <= now).subquery()
+    # The state and due time are checked again on the locked rows themselves: on PostgreSQL a
+    # row another sender claimed and committed meanwhile is re-checked against these, not
+    # against the subquery's older snapshot, so it cannot be claimed (and sent) twice.
     due = session.scalars(
         select(Notification)
-        .where(Notification.id.in_(select(candidates.c.id)
+        .where(Notification.state == "pending", Notification.due_at <= now,
+               Notification.id.in_(select(candidates.c.id)
                                    .where(candidates.c.rank <= PER_CONTACT_SCAN)))
         .order_by(Notification.due_at, Notification.id)
         .limit(limit).with_for_update(skip_locked=True)).all()

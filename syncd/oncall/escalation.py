@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 
 ACTOR = "syncd"
 SOURCE = "escalation"
-STEPS_PER_CYCLE = 200
+STEPS_PER_CYCLE = 500
+STEPS_PER_BATCH = 50            # due rows fired in one transaction
+RETRY_FAILED_STEP = timedelta(seconds=30)
 # A step this late (the daemon was down) is fired now and the next one timed from now, so an
 # outage does not end in every rule of the policy paging at once.
 LATE_STEP = timedelta(seconds=5)
@@ -173,7 +175,8 @@ class Escalations:
 
     # -- the loop: fire due steps -----------------------------------------------------------------
     def cycle(self) -> bool:
-        """Fire due steps, one row per transaction; True when more are due."""
+        """Fire due steps, a batch per transaction (the sender is woken after each); True when
+        more are due."""
         self.wake.clear()
         fired = 0
         while fired < STEPS_PER_CYCLE:
@@ -182,23 +185,38 @@ class Escalations:
                 # The incident is locked with its escalation, skipping both when a command holds
                 # the incident: commands lock incident then escalation (the hook), so taking the
                 # escalation alone and then waiting on the incident would deadlock with them.
-                escalation = session.scalars(
+                due = session.scalars(
                     select(Escalation).join(Incident, Incident.id == Escalation.incident_id)
                     .where(Escalation.state.in_(("active", "acknowledged")),
                            Escalation.next_step_at <= now)
                     .order_by(Escalation.next_step_at, Escalation.id)
-                    .limit(1).with_for_update(skip_locked=True, of=(Escalation, Incident))
-                ).one_or_none()
-                if escalation is None:
-                    break
+                    .limit(STEPS_PER_BATCH).with_for_update(skip_locked=True,
+                                                             of=(Escalation, Incident))
+                ).all()
+                for escalation in due:
+                    self._step(session, escalation, now)
+            if not due:
+                break
+            fired += len(due)
+            self.wake_sender()
+        return fired >= STEPS_PER_CYCLE
+
+    def _step(self, session: Session, escalation: Escalation, now: datetime) -> None:
+        """One due row, in a savepoint: a row that cannot be fired (a bug, bad data) is put off
+        and logged instead of failing its batch and blocking every page behind it."""
+        try:
+            with session.begin_nested():
                 if escalation.state == "acknowledged":
                     self._retrigger(session, escalation, now)
                 else:
                     self._fire(session, escalation, now)
-            fired += 1
-        if fired:
-            self.wake_sender()
-        return fired >= STEPS_PER_CYCLE
+        except Exception:
+            log.exception("an escalation step failed; trying it again later",
+                          extra={"escalation": escalation.id,
+                                 "incident_id": escalation.incident_id})
+            session.refresh(escalation)
+            escalation.next_step_at = now + RETRY_FAILED_STEP
+            escalation.updated_at = now
 
     def _fire(self, session: Session, escalation: Escalation, now: datetime) -> None:
         incident = incident_service.get_incident(session=session,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 
 class JsonReceiver:
     """``json://127.0.0.1:{port}/{path}``: /ok answers 200, /fail 500, /hang waits until
-    released (``stop`` releases it)."""
+    released (``stop`` releases it). ``on_request(path, number)`` runs before each answer (the
+    first request is number 1)."""
 
-    def __init__(self):
+    def __init__(self, on_request: Callable[[str, int], None] | None = None):
         self.received: list[tuple[str, dict]] = []
         self.lock = threading.Lock()
         self.release = threading.Event()
@@ -22,6 +24,9 @@ class JsonReceiver:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with receiver.lock:
                     receiver.received.append((self.path, body))
+                    number = len(receiver.received)
+                if on_request is not None:
+                    on_request(self.path, number)
                 if self.path.startswith("/hang"):
                     receiver.release.wait(30)
                 self.send_response(500 if self.path.startswith("/fail") else 200)

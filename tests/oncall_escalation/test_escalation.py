@@ -5,6 +5,7 @@ the acknowledgement timeout, low urgency, nobody on call, and steps fired once b
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
@@ -168,3 +169,23 @@ def test_two_workers_racing_fire_every_step_exactly_once(paging):
                                .group_by(Notification.incident_id)).all()
     per_incident = {incident: count for incident, count in rows}
     assert per_incident == {incident: 6 for incident in incidents}
+
+
+def test_a_step_that_fails_is_put_off_and_the_others_still_fire(paging, monkeypatch):
+    broken, fine = paging.incident(title="broken"), paging.incident(title="fine")
+    fire = paging.escalations._fire
+
+    def failing(session, escalation, now):
+        if escalation.incident_id == broken:
+            raise RuntimeError("bad data")
+        return fire(session, escalation, now)
+
+    monkeypatch.setattr(paging.escalations, "_fire", failing)
+    paging.advance(0)
+    assert paging.pages(broken) == [] and len(paging.pages(fine)) == 2
+    put_off = paging.escalation(broken)
+    assert (put_off.state, put_off.rule_index) == ("active", 0)
+    assert put_off.next_step_at == paging.clock.now() + timedelta(seconds=30)
+    monkeypatch.setattr(paging.escalations, "_fire", fire)
+    paging.advance(0.5)
+    assert len(paging.pages(broken)) == 2, "fired once the fault is gone"

@@ -4,13 +4,11 @@ the receiver never gets that page a second time, and the escalation goes on."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import requests
 
 from syncd.simulators.servicenow import ServiceNowSimulator
 
+from ..notify.receivers import JsonReceiver
 from ..support import ENV, free_port, wait_until
 from .conftest import (
     AUTH,
@@ -33,55 +32,31 @@ pytestmark = pytest.mark.slow
 UNKNOWN_AFTER_SECONDS = 15
 
 
-class Receiver:
-    """A JSON webhook receiver that keeps every request. Its first request is the one in flight
-    when the daemon dies: ``hold`` keeps it open until the test ends; ``kill_first`` SIGKILLs
-    ``daemon_pid`` once the page is in hand and only then answers 200 (sent, never recorded).
-    Every later request is answered 200 at once."""
+class Receiver(JsonReceiver):
+    """A JSON webhook receiver whose first request is the one in flight when the daemon dies:
+    by default it is held open until the test ends; ``kill_first`` SIGKILLs ``daemon_pid`` once
+    the page is in hand and only then answers 200 (sent, never recorded). Every later request is
+    answered 200 at once."""
 
     def __init__(self, *, kill_first: bool = False):
-        self.received: list[tuple[str, dict]] = []
         self.daemon_pid: int | None = None
         self.daemon_killed_by_receiver = kill_first
         self.first_in_hand = threading.Event()
-        self.release = threading.Event()
-        lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    receiver.received.append((self.path, body))
-                    first = len(receiver.received) == 1
-                if first:
-                    receiver.first_in_hand.set()
-                    if kill_first:
-                        assert receiver.daemon_pid is not None
-                        os.kill(receiver.daemon_pid, signal.SIGKILL)
-                    else:
-                        receiver.release.wait(120)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(on_request=self._first)
         self.thread.start()
 
-    def url(self, path: str) -> str:
-        return f"json://127.0.0.1:{self.server.server_address[1]}/{path}"
-
-    def paths(self) -> list[str]:
-        return [path for path, _ in list(self.received)]
+    def _first(self, path: str, number: int) -> None:
+        if number != 1:
+            return
+        self.first_in_hand.set()
+        if self.daemon_killed_by_receiver:
+            assert self.daemon_pid is not None
+            os.kill(self.daemon_pid, signal.SIGKILL)
+        else:
+            self.release.wait(120)
 
     def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.__exit__(None, None, None)
 
 
 def start_syncd(config: Path, log: Path) -> subprocess.Popen:
