@@ -1,7 +1,9 @@
 """Acknowledge links: ``{public_url}/a/{token}``, signed with ``http.link_secret`` and expiring.
 
-The token names the incident, the person the page went to and the notification, so whoever follows
-it acknowledges as that person (invariant 9). itsdangerous stamps tokens with ``time.time()``;
+The token names the incident, the person the page went to and the round of paging that sent it
+(the escalation and its epoch), so whoever follows it acknowledges as that person (invariant 9),
+and only while that round runs. It names no notification row, so a page can be rendered, link
+and all, before its row is written (one INSERT per page). itsdangerous stamps tokens with ``time.time()``;
 syncd's time comes from its injected clock, so the signer here takes the instant from the caller:
 links made and read on a movable clock expire when the clock says so, not when the wall clock does.
 """
@@ -32,7 +34,8 @@ class ExpiredAckLink(InvalidAckLink):
 class AckLink:
     incident_id: int
     user_id: str
-    notification_id: int
+    escalation_id: int
+    epoch: int
 
 
 class _ClockSigner(TimestampSigner):
@@ -60,15 +63,15 @@ class AckLinks:
         return URLSafeTimedSerializer(self._secret, salt=SALT, signer=_ClockSigner,
                                       signer_kwargs={"now": now})
 
-    def token_for(self, *, incident_id: int, user_id: str, notification_id: int,
+    def token_for(self, *, incident_id: int, user_id: str, escalation_id: int, epoch: int,
                   now: datetime) -> str:
         # A list, not a dict: the token ends up in SMS, where every character counts.
-        return self._serializer(now).dumps([incident_id, user_id, notification_id])
+        return self._serializer(now).dumps([incident_id, user_id, escalation_id, epoch])
 
-    def url_for(self, *, incident_id: int, user_id: str, notification_id: int,
+    def url_for(self, *, incident_id: int, user_id: str, escalation_id: int, epoch: int,
                 now: datetime) -> str:
         token = self.token_for(incident_id=incident_id, user_id=user_id,
-                               notification_id=notification_id, now=now)
+                               escalation_id=escalation_id, epoch=epoch, now=now)
         return f"{self.public_url}/a/{token}"
 
     def read(self, token: str, *, now: datetime) -> AckLink:
@@ -100,8 +103,10 @@ class AckLinks:
 
 
 def _link(payload: Any) -> AckLink:
-    if (not isinstance(payload, list) or len(payload) != 3 or not isinstance(payload[0], int)
-            or not isinstance(payload[1], str) or not isinstance(payload[2], int)):
+    if (not isinstance(payload, list) or len(payload) != 4 or not isinstance(payload[0], int)
+            or not isinstance(payload[1], str)
+            or not all(isinstance(part, int) for part in payload[2:])):
         raise InvalidAckLink("this acknowledge link is not valid: it does not name an incident, "
                              "a person and a page")
-    return AckLink(incident_id=payload[0], user_id=payload[1], notification_id=payload[2])
+    return AckLink(incident_id=payload[0], user_id=payload[1], escalation_id=payload[2],
+                   epoch=payload[3])

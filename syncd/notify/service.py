@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import func, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from syncd.incidents.models import Incident
@@ -51,34 +50,29 @@ def ticket_links_of(incident: Incident) -> list[tuple[str, str, str]]:
 def enqueue_page(*, session: Session, incident: Incident, escalation: Escalation, user: User,
                  contact: str, after: timedelta, now: datetime,
                  ticket_links: Iterable[Sequence[str]], ack_links: AckLinks | None
-                 ) -> Notification | None:
+                 ) -> Notification:
     """A page to one contact of one person for the escalation's current step (its epoch, loop
-    and rule_index as they are now), due ``after`` from ``now``; None when that page exists.
+    and rule_index as they are now), due ``after`` from ``now``, rendered with its acknowledge
+    link and added to the session (written with the step's other rows in one flush).
 
-    The duplicate check must not break the caller's transaction on PostgreSQL: a SELECT finds
-    the usual case, and the insert runs in a SAVEPOINT so a racing insert only undoes itself."""
+    One step writes each (person, contact) once: the caller holds the escalation row's lock, and
+    the unique page key is the backstop (a second insert fails the step's savepoint)."""
     url = user.contacts.get(contact)
     if url is None:
         raise NoSuchContact(f"user {user.id} has no contact {contact!r} (contacts: "
                             f"{', '.join(user.contacts) or 'none'})")
-    key = {"escalation_id": escalation.id, "epoch": escalation.epoch, "loop": escalation.loop,
-           "rule_index": escalation.rule_index, "user_id": user.id, "contact": contact}
-    if session.scalar(select(Notification.id).filter_by(**key)) is not None:
-        return None
+    ack_url = (ack_links.url_for(incident_id=incident.id, user_id=user.id,
+                                 escalation_id=escalation.id, epoch=escalation.epoch, now=now)
+               if ack_links else None)
+    subject, body = render_page(incident=incident, user=user, ticket_links=ticket_links,
+                                ack_url=ack_url, urgency=escalation.urgency,
+                                short=is_short(url), service=escalation.service_id)
     row = Notification(kind="page", incident_id=incident.id, urgency=escalation.urgency,
                        state="pending", attempts=0, claim_token=0, due_at=now + after,
-                       subject="", body="", created_at=now, updated_at=now, **key)
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        return None
-    ack_url = (ack_links.url_for(incident_id=incident.id, user_id=user.id,
-                                 notification_id=row.id, now=now) if ack_links else None)
-    row.subject, row.body = render_page(incident=incident, user=user, ticket_links=ticket_links,
-                                        ack_url=ack_url, urgency=escalation.urgency,
-                                        short=is_short(url), service=escalation.service_id)
+                       subject=subject, body=body, created_at=now, updated_at=now,
+                       escalation_id=escalation.id, epoch=escalation.epoch, loop=escalation.loop,
+                       rule_index=escalation.rule_index, user_id=user.id, contact=contact)
+    session.add(row)
     return row
 
 
@@ -338,13 +332,15 @@ def pending_count(*, session: Session) -> int:
 
 def stale_ack_link(*, session: Session, link: AckLink) -> str | None:
     """Why an acknowledge link no longer acknowledges, or None. A link acknowledges only the
-    run of the escalation that sent it: one from an earlier episode (resolved, then re-opened; or
-    an acknowledgement that timed out) must not stop the page now running."""
-    row = session.get(Notification, link.notification_id)
-    if row is None or row.incident_id != link.incident_id or row.user_id != link.user_id:
+    round of paging that sent it, and only for a person that round paged: one from an earlier
+    episode (resolved, then re-opened; or an acknowledgement that timed out) must not stop the
+    page now running."""
+    escalation = session.get(Escalation, link.escalation_id)
+    if escalation is None or escalation.incident_id != link.incident_id:
         return "this link does not belong to a page of this incident"
-    if row.escalation_id is not None:
-        escalation = session.get(Escalation, row.escalation_id)
-        if escalation is None or escalation.epoch != row.epoch:
-            return "this page is from an earlier round of the incident"
-    return None
+    if escalation.epoch != link.epoch:
+        return "this page is from an earlier round of the incident"
+    paged = session.scalar(select(Notification.id).where(
+        Notification.escalation_id == escalation.id, Notification.epoch == link.epoch,
+        Notification.user_id == link.user_id).limit(1))
+    return None if paged is not None else "this link does not belong to a page of this person"

@@ -185,31 +185,33 @@ class Escalations:
                 # The incident is locked with its escalation, skipping both when a command holds
                 # the incident: commands lock incident then escalation (the hook), so taking the
                 # escalation alone and then waiting on the incident would deadlock with them.
-                due = session.scalars(
-                    select(Escalation).join(Incident, Incident.id == Escalation.incident_id)
+                due = session.execute(
+                    select(Escalation, Incident).join(Incident,
+                                                      Incident.id == Escalation.incident_id)
                     .where(Escalation.state.in_(("active", "acknowledged")),
                            Escalation.next_step_at <= now)
                     .order_by(Escalation.next_step_at, Escalation.id)
                     .limit(STEPS_PER_BATCH).with_for_update(skip_locked=True,
                                                              of=(Escalation, Incident))
                 ).all()
-                for escalation in due:
-                    self._step(session, escalation, now)
+                for escalation, incident in due:
+                    self._step(session, escalation, incident, now)
             if not due:
                 break
             fired += len(due)
             self.wake_sender()
         return fired >= STEPS_PER_CYCLE
 
-    def _step(self, session: Session, escalation: Escalation, now: datetime) -> None:
+    def _step(self, session: Session, escalation: Escalation, incident: Incident,
+              now: datetime) -> None:
         """One due row, in a savepoint: a row that cannot be fired (a bug, bad data) is put off
         and logged instead of failing its batch and blocking every page behind it."""
         try:
             with session.begin_nested():
                 if escalation.state == "acknowledged":
-                    self._retrigger(session, escalation, now)
+                    self._retrigger(session, escalation, incident, now)
                 else:
-                    self._fire(session, escalation, now)
+                    self._fire(session, escalation, incident, now)
         except Exception:
             log.exception("an escalation step failed; trying it again later",
                           extra={"escalation": escalation.id,
@@ -218,9 +220,8 @@ class Escalations:
             escalation.next_step_at = now + RETRY_FAILED_STEP
             escalation.updated_at = now
 
-    def _fire(self, session: Session, escalation: Escalation, now: datetime) -> None:
-        incident = incident_service.get_incident(session=session,
-                                                 incident_id=escalation.incident_id)
+    def _fire(self, session: Session, escalation: Escalation, incident: Incident,
+              now: datetime) -> None:
         if incident.status != "triggered":       # changed outside the hooks (cannot, but be safe)
             escalation.state, escalation.next_step_at = "stopped", None
             escalation.reason = f"incident is {incident.status}"
@@ -275,19 +276,20 @@ class Escalations:
               base: datetime, now: datetime) -> int:
         rules = getattr(user.notification_rules, escalation.urgency)
         links = notify_service.ticket_links_of(incident)
-        written = 0
-        for rule in rules:
-            row = notify_service.enqueue_page(
+        contacts: dict[str, timedelta] = {}
+        for rule in rules:                  # one page per contact per step: the first rule's time
+            contacts.setdefault(rule.contact, rule.after)
+        for contact, after in contacts.items():
+            notify_service.enqueue_page(
                 session=session, incident=incident, escalation=escalation, user=user,
-                contact=rule.contact, after=rule.after, now=base, ticket_links=links,
+                contact=contact, after=after, now=base, ticket_links=links,
                 ack_links=self.ack_links)
-            written += row is not None
         if not rules:
             incident_service.append_timeline(
                 session=session, incident_id=incident.id, at=now, kind="nobody_to_page",
                 actor=ACTOR, source=SOURCE,
                 data={"user": user.id, "why": f"no {escalation.urgency}-urgency contact rules"})
-        return written
+        return len(contacts)
 
     def _advance(self, session: Session, escalation: Escalation, policy: EscalationPolicy,
                  wait: timedelta, deadline: datetime, now: datetime, *, nobody: bool) -> None:
@@ -317,11 +319,10 @@ class Escalations:
             session=session, incident_id=escalation.incident_id, at=now, kind="escalation_done",
             actor=ACTOR, source=SOURCE, data={"reason": reason, "policy": escalation.policy_id})
 
-    def _retrigger(self, session: Session, escalation: Escalation, now: datetime) -> None:
+    def _retrigger(self, session: Session, escalation: Escalation, incident: Incident,
+                   now: datetime) -> None:
         """The acknowledgement timed out: the incident is triggered again and the policy restarts
         (the row is restarted first, so the hook sees a running escalation and adds nothing)."""
-        incident = incident_service.get_incident(session=session,
-                                                 incident_id=escalation.incident_id)
         if incident.status != "acknowledged":
             escalation.state, escalation.next_step_at = "stopped", None
             return

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from syncd.incidents import service as incidents
 from syncd.incidents.models import Incident
@@ -32,7 +34,8 @@ def page(store, clock, user, contact, *, incident_id, escalation_id, after=timed
                                    contact=contact, after=after, now=clock.now(),
                                    ticket_links=[("jira", "OPS-12", "https://jira/browse/OPS-12")],
                                    ack_links=ack_links)
-        return row.id if row else None
+        session.flush()
+        return row.id
 
 
 def row(store, row_id) -> Notification:
@@ -76,30 +79,31 @@ def test_a_due_page_is_mailed_once_with_its_ack_link_and_recorded(store, clock, 
     text = next(p for p in mail.walk() if p.get_content_type() == "text/plain")
     body = text.get_payload(decode=True).decode()
     ack_url = next(word for word in body.split() if "/a/" in word)
-    assert links.read(ack_url.rsplit("/a/", 1)[1], now=clock.now()).notification_id == row_id
+    link = links.read(ack_url.rsplit("/a/", 1)[1], now=clock.now())
+    stored = row(store, row_id)
+    assert (link.incident_id, link.user_id, link.escalation_id, link.epoch) == (
+        incident_id, "alice", stored.escalation_id, stored.epoch)
     assert "OPS-12" in body
     sent = row(store, row_id)
     assert (sent.state, sent.attempts, sent.claimed_by) == ("sent", 1, "sender-1")
     assert sentences(store, incident_id) == ["page to alice by mail sent"]
 
 
-def test_the_same_page_twice_is_written_once_and_the_transaction_goes_on(store, clock, people):
+def test_the_store_refuses_the_same_page_twice(store, clock, people):
+    """The backstop under escalation's one-page-per-contact-per-step rule: the unique page key."""
     incident_id, escalation_id = open_incident(store, clock)
     alice = people.add("alice", mail="json://127.0.0.1:9/x")
+    with pytest.raises(IntegrityError):
+        with store.transaction() as session:
+            incident = session.get(Incident, incident_id)
+            escalation = session.get(Escalation, escalation_id)
+            arguments = dict(session=session, incident=incident, escalation=escalation,
+                             user=alice, contact="mail", after=timedelta(0), now=clock.now(),
+                             ticket_links=[], ack_links=None)
+            service.enqueue_page(**arguments)
+            service.enqueue_page(**arguments)
     with store.transaction() as session:
-        incident = session.get(Incident, incident_id)
-        escalation = session.get(Escalation, escalation_id)
-        arguments = dict(session=session, incident=incident, escalation=escalation, user=alice,
-                         contact="mail", after=timedelta(0), now=clock.now(), ticket_links=[],
-                         ack_links=None)
-        assert service.enqueue_page(**arguments) is not None
-        assert service.enqueue_page(**arguments) is None
-        session.add(Notification(kind="page", incident_id=incident_id,
-                                 escalation_id=escalation_id, epoch=1, loop=0, rule_index=0,
-                                 user_id="alice", contact="other", due_at=clock.now(),
-                                 created_at=clock.now(), updated_at=clock.now()))
-    with store.transaction() as session:
-        assert len(session.scalars(select(Notification)).all()) == 2
+        assert session.scalars(select(Notification)).all() == []
 
 
 def test_a_phone_rule_three_minutes_later_waits_and_is_cancelled_by_an_ack(store, clock, people,

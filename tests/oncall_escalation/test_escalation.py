@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from syncd.incidents import service as incident_service
 from syncd.incidents.timeline import describe
 from syncd.notify.models import Notification
-from tests.oncall_escalation.conftest import Paging
+from tests.oncall_escalation.conftest import RESPONSES, Paging
 
 
 def timeline(paging: Paging, incident_id: int) -> list[str]:
@@ -175,10 +175,10 @@ def test_a_step_that_fails_is_put_off_and_the_others_still_fire(paging, monkeypa
     broken, fine = paging.incident(title="broken"), paging.incident(title="fine")
     fire = paging.escalations._fire
 
-    def failing(session, escalation, now):
+    def failing(session, escalation, incident, now):
         if escalation.incident_id == broken:
             raise RuntimeError("bad data")
-        return fire(session, escalation, now)
+        return fire(session, escalation, incident, now)
 
     monkeypatch.setattr(paging.escalations, "_fire", failing)
     paging.advance(0)
@@ -189,3 +189,13 @@ def test_a_step_that_fails_is_put_off_and_the_others_still_fire(paging, monkeypa
     monkeypatch.setattr(paging.escalations, "_fire", fire)
     paging.advance(0.5)
     assert len(paging.pages(broken)) == 2, "fired once the fault is gone"
+
+
+def test_one_page_per_contact_per_step_even_when_the_rules_name_a_contact_twice(store, tmp_path):
+    text = RESPONSES.replace("high: [{contact: mail, after: 0m}, {contact: phone, after: 3m}]",
+                             "high: [{contact: mail, after: 0m}, {contact: mail, after: 5m}]")
+    assert text != RESPONSES
+    paging = Paging(store, tmp_path, text)
+    incident = paging.incident()
+    paging.advance(0)
+    assert paging.pages(incident) == [("alice", "mail", "pending", "0")]

@@ -24,7 +24,8 @@ def test_get_changes_nothing_and_the_title_is_escaped(paging):
     links = AckLinks("s3cret", "https://syncd.example")
     incident = paging.incident(title="<script>alert(1)</script>")
     paging.advance(0)
-    token = links.token_for(incident_id=incident, user_id="alice", notification_id=1,
+    token = links.token_for(incident_id=incident, user_id="alice",
+                            escalation_id=paging.escalation(incident).id, epoch=1,
                             now=paging.clock.now())
     client = _client(paging, links)
     page = client.get(f"/a/{token}")
@@ -40,7 +41,8 @@ def test_an_old_link_does_not_acknowledge_a_later_reopen_of_the_incident(paging)
     links = AckLinks("s3cret", "https://syncd.example")
     incident = paging.incident()
     paging.advance(0)
-    old = links.token_for(incident_id=incident, user_id="alice", notification_id=1,
+    old = links.token_for(incident_id=incident, user_id="alice",
+                          escalation_id=paging.escalation(incident).id, epoch=1,
                           now=paging.clock.now())
     paging.commands.resolve(incident, actor="alice", source="api")
     paging.advance(24 * 60)
@@ -56,7 +58,8 @@ def test_a_user_removed_from_the_response_files_cannot_acknowledge(paging):
     links = AckLinks("s3cret", "https://syncd.example")
     incident = paging.incident()
     paging.advance(0)
-    token = links.token_for(incident_id=incident, user_id="mallory", notification_id=999,
+    token = links.token_for(incident_id=incident, user_id="mallory",
+                            escalation_id=paging.escalation(incident).id, epoch=1,
                             now=paging.clock.now())
     client = _client(paging, links)
     assert client.post(f"/a/{token}").status_code == 403
