@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,10 +32,11 @@ from syncd.incidents.models import Incident
 from syncd.metrics import ESCALATIONS, TIME_TO_ACKNOWLEDGE
 from syncd.notify import service as notify_service
 from syncd.notify.links import AckLinks
-from syncd.oncall import paging
+from syncd.oncall import paging, schedules
 from syncd.oncall import service as oncall_service
 from syncd.oncall.definitions import EscalationPolicy, Service, User
 from syncd.oncall.models import Escalation
+from syncd.oncall.schedules import OverrideSpan
 from syncd.response_files import ResponseSet
 from syncd.store.db import transaction
 
@@ -180,52 +181,72 @@ class Escalations:
         self.wake.clear()
         fired = 0
         while fired < STEPS_PER_CYCLE:
-            with transaction(self.sessions) as session:
-                now = self.clock.now()
-                # The incident is locked with its escalation, skipping both when a command holds
-                # the incident: commands lock incident then escalation (the hook), so taking the
-                # escalation alone and then waiting on the incident would deadlock with them.
-                due = session.execute(
-                    select(Escalation, Incident).join(Incident,
-                                                      Incident.id == Escalation.incident_id)
-                    .where(Escalation.state.in_(("active", "acknowledged")),
-                           Escalation.next_step_at <= now)
-                    .order_by(Escalation.next_step_at, Escalation.id)
-                    .limit(STEPS_PER_BATCH).with_for_update(skip_locked=True,
-                                                             of=(Escalation, Incident))
-                ).all()
-                for escalation, incident in due:
-                    self._step(session, escalation, incident, now)
-            if not due:
+            try:
+                claimed, services = self._batch(careful=False)
+            except Exception:
+                log.warning("an escalation batch failed; firing its steps one at a time",
+                            exc_info=True)
+                claimed, services = self._batch(careful=True)
+            if not claimed:
                 break
-            fired += len(due)
+            for service_id in services:         # counted once committed
+                ESCALATIONS.labels(service_id).inc()
+            fired += claimed
             self.wake_sender()
         return fired >= STEPS_PER_CYCLE
 
-    def _step(self, session: Session, escalation: Escalation, incident: Incident,
-              now: datetime) -> None:
-        """One due row, in a savepoint: a row that cannot be fired (a bug, bad data) is put off
-        and logged instead of failing its batch and blocking every page behind it."""
-        try:
-            with session.begin_nested():
-                if escalation.state == "acknowledged":
-                    self._retrigger(session, escalation, incident, now)
-                else:
-                    self._fire(session, escalation, incident, now)
-        except Exception:
-            log.exception("an escalation step failed; trying it again later",
-                          extra={"escalation": escalation.id,
-                                 "incident_id": escalation.incident_id})
-            session.refresh(escalation)
-            escalation.next_step_at = now + RETRY_FAILED_STEP
-            escalation.updated_at = now
+    def _batch(self, *, careful: bool) -> tuple[int, list[str]]:
+        """Claim and fire one batch of due steps in one transaction: how many were claimed, and
+        the services of the steps that paged. The fast way writes the whole batch in one
+        flush; the careful way (after the fast one failed) gives each step a savepoint, so a
+        step that cannot be fired (a bug, bad data) is put off and logged instead of blocking
+        every page behind it."""
+        with transaction(self.sessions) as session:
+            now = self.clock.now()
+            # The incident is locked with its escalation, skipping both when a command holds the
+            # incident: commands lock incident then escalation (the hook), so taking the
+            # escalation alone and then waiting on the incident would deadlock with them.
+            due = session.execute(
+                select(Escalation, Incident).join(Incident, Incident.id == Escalation.incident_id)
+                .where(Escalation.state.in_(("active", "acknowledged")),
+                       Escalation.next_step_at <= now)
+                .order_by(Escalation.next_step_at, Escalation.id)
+                .limit(STEPS_PER_BATCH).with_for_update(skip_locked=True,
+                                                         of=(Escalation, Incident))).all()
+            if not due:
+                return 0, []
+            overrides = oncall_service.overrides_by_schedule(session=session, since=now)
+            paged: list[str] = []
+            for escalation, incident in due:
+                if not careful:
+                    self._run(session, escalation, incident, now, overrides, paged)
+                    continue
+                try:
+                    with session.begin_nested():
+                        self._run(session, escalation, incident, now, overrides, paged)
+                except Exception:
+                    log.exception("an escalation step failed; trying it again later",
+                                  extra={"escalation": escalation.id,
+                                         "incident_id": escalation.incident_id})
+                    session.refresh(escalation)
+                    escalation.next_step_at = now + RETRY_FAILED_STEP
+                    escalation.updated_at = now
+            return len(due), paged
+
+    def _run(self, session: Session, escalation: Escalation, incident: Incident, now: datetime,
+             overrides: Mapping[str, list[OverrideSpan]], paged: list[str]) -> None:
+        if escalation.state == "acknowledged":
+            self._retrigger(session, escalation, incident, now)
+        elif self._fire(session, escalation, incident, now, overrides):
+            paged.append(escalation.service_id or "")
 
     def _fire(self, session: Session, escalation: Escalation, incident: Incident,
-              now: datetime) -> None:
+              now: datetime, overrides: Mapping[str, list[OverrideSpan]]) -> bool:
+        """Fire the row's due rule; whether it paged anyone."""
         if incident.status != "triggered":       # changed outside the hooks (cannot, but be safe)
             escalation.state, escalation.next_step_at = "stopped", None
             escalation.reason = f"incident is {incident.status}"
-            return
+            return False
         policy = EscalationPolicy.model_validate(escalation.policy)
         rule = policy.rules[escalation.rule_index]
         deadline = escalation.next_step_at or now
@@ -240,8 +261,8 @@ class Escalations:
                     missing.append({"user": target.user, "why": "no longer in the response files"})
                 continue
             schedule = responses.schedules.get(target.schedule or "")
-            on_call = None if schedule is None else oncall_service.on_call_at(
-                session=session, schedule=schedule, at=now)
+            on_call = None if schedule is None else schedules.on_call(
+                schedule, now, overrides.get(schedule.id, []))
             if on_call is None:
                 missing.append({"schedule": target.schedule or "",
                                 "why": "nobody on call" if schedule else
@@ -263,7 +284,6 @@ class Escalations:
             contacts += self._page(session, incident, escalation, responses.users[user_id],
                                    base=deadline if now - deadline < LATE_STEP else now, now=now)
         if paged:
-            ESCALATIONS.labels(escalation.service_id or "").inc()
             incident_service.append_timeline(
                 session=session, incident_id=incident.id, at=now, kind="escalated",
                 actor=ACTOR, source=SOURCE,
@@ -271,6 +291,7 @@ class Escalations:
                       "contacts": contacts})
         self._advance(session, escalation, policy, rule.escalate_after, deadline, now,
                       nobody=not paged)
+        return bool(paged)
 
     def _page(self, session: Session, incident: Incident, escalation: Escalation, user: User, *,
               base: datetime, now: datetime) -> int:

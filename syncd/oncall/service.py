@@ -116,12 +116,6 @@ def overrides_by_schedule(*, session: Session, since: datetime) -> dict[str, lis
     return {schedule_id: override_spans(found) for schedule_id, found in rows.items()}
 
 
-def on_call_at(*, session: Session, schedule: Schedule, at: datetime) -> str | None:
-    """Who escalation pages from ``schedule`` at ``at``: its layers with the stored overrides."""
-    rows = list_overrides(session=session, schedule_id=schedule.id, since=at)
-    return schedules.on_call(schedule, at, override_spans(rows))
-
-
 def who_is_on_call(*, session: Session, responses: ResponseSet, at: datetime,
                    schedule_id: str | None = None,
                    handoffs: int = HANDOFFS_SHOWN) -> list[OnCallNow]:

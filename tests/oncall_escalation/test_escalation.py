@@ -175,10 +175,10 @@ def test_a_step_that_fails_is_put_off_and_the_others_still_fire(paging, monkeypa
     broken, fine = paging.incident(title="broken"), paging.incident(title="fine")
     fire = paging.escalations._fire
 
-    def failing(session, escalation, incident, now):
+    def failing(session, escalation, incident, now, overrides):
         if escalation.incident_id == broken:
             raise RuntimeError("bad data")
-        return fire(session, escalation, incident, now)
+        return fire(session, escalation, incident, now, overrides)
 
     monkeypatch.setattr(paging.escalations, "_fire", failing)
     paging.advance(0)

@@ -16,13 +16,13 @@ def test_an_ack_while_a_step_fires_does_not_deadlock(postgres_store, tmp_path, m
     locked, go = threading.Event(), threading.Event()
     errors: dict[str, BaseException] = {}
 
-    real_on_call = escalation_module.oncall_service.on_call_at
+    real_on_call = escalation_module.schedules.on_call
 
-    def slow_on_call(**kw):
+    def slow_on_call(*args, **kw):
         if threading.current_thread().name == "cycle":
             locked.set()
             go.wait(10)
-        return real_on_call(**kw)
+        return real_on_call(*args, **kw)
 
     real_get = incident_service.get_incident
 
@@ -32,7 +32,7 @@ def test_an_ack_while_a_step_fires_does_not_deadlock(postgres_store, tmp_path, m
             go.set()
         return found
 
-    monkeypatch.setattr(escalation_module.oncall_service, "on_call_at", slow_on_call)
+    monkeypatch.setattr(escalation_module.schedules, "on_call", slow_on_call)
     monkeypatch.setattr(incident_service, "get_incident", get)
 
     def run(name, fn):
