@@ -2,8 +2,9 @@
 
 One cycle: (a) rows stuck in ``sending`` past their deadline become ``unknown``; (b) due rows are
 claimed (SKIP LOCKED, throttled per contact) and the claim COMMITS; (c) the messages go out in
-parallel, outside any transaction, each bounded by ``send_timeout``; (d) each outcome is recorded
-in a new transaction, only while the claim token still matches. A crash between (b) and (d)
+parallel, outside any transaction, each bounded by ``send_timeout``; (d) the outcomes are recorded
+as they come in, those that finished together in one transaction, only while each claim token
+still matches. A crash between (b) and (d)
 leaves rows sending; the next cycle after their deadline, here or on another replica, marks them
 unknown. Nothing is ever sent twice by syncd's own doing (DESIGN.md invariant 6).
 """
@@ -11,7 +12,7 @@ unknown. Nothing is ever sent twice by syncd's own doing (DESIGN.md invariant 6)
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from typing import Callable
 
@@ -27,6 +28,9 @@ from syncd.store.db import transaction
 log = logging.getLogger(__name__)
 
 Deliver = Callable[..., Delivery]
+# After the first send of a batch finishes, the others that finish this soon after are recorded in
+# the same transaction: one commit for many outcomes, and an outcome waits at most this long.
+SETTLE_GATHER_SECONDS = 0.02
 
 
 class NotificationSender:
@@ -64,36 +68,49 @@ class NotificationSender:
         """Send claimed messages (committed claims only) and record each outcome."""
         if not claims:
             return []
+        outcomes: dict[int, Delivery] = {}
         with ThreadPoolExecutor(max_workers=min(self.parallel_sends, len(claims)),
                                 thread_name_prefix="notify-send") as pool:
-            return list(pool.map(self._send_one, claims))
+            running: dict[Future, service.Claim] = {
+                pool.submit(self._deliver, claim): claim for claim in claims}
+            while running:
+                wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=SETTLE_GATHER_SECONDS)
+                finished = [(running.pop(future), *future.result()) for future in done]
+                self._settle(finished)
+                outcomes.update({id(claim): delivery for claim, _, delivery in finished})
+        return [outcomes[id(claim)] for claim in claims]
 
-    def _send_one(self, claim: service.Claim) -> Delivery:
+    def _deliver(self, claim: service.Claim) -> tuple[str | None, Delivery]:
+        """One message out: (its contact URL, or None when there is none now; the outcome)."""
         url, missing = self._url(claim.user_id, claim.contact)
-        channel = channels.channel_of(url) if url else "none"
         started = self.clock.now()
         for due_at in claim.due_at.values():
             if claim.kind == "page":
                 PAGE_DELAY_SECONDS.observe(max((started - due_at).total_seconds(), 0.0))
         if url is None:
-            delivery = Delivery("failed", missing or "no contact URL", 0.0)
-        else:
-            try:
-                delivery = self.deliver(url, title=claim.subject, body=claim.body,
-                                        timeout=self.send_timeout)
-            except Exception as error:    # whether it went is not known: never resend it
-                log.exception("delivering notification rows %s raised", claim.ids)
-                delivery = Delivery("unknown", f"the channel raised {type(error).__name__}", 0.0)
+            return None, Delivery("failed", missing or "no contact URL", 0.0)
+        try:
+            return url, self.deliver(url, title=claim.subject, body=claim.body,
+                                     timeout=self.send_timeout)
+        except Exception as error:    # whether it went is not known: never resend it
+            log.exception("delivering notification rows %s raised", claim.ids)
+            return url, Delivery("unknown", f"the channel raised {type(error).__name__}", 0.0)
+
+    def _settle(self, finished: list[tuple[service.Claim, str | None, Delivery]]) -> None:
+        settled: list[service.Settled] = []
         with transaction(self.sessions) as session:
-            settled = service.settle(session=session, claim=claim, delivery=delivery,
-                                     channel=channel, now=self.clock.now(),
-                                     retry=url is not None, max_attempts=self.max_attempts,
-                                     retry_delay=self.retry_delay)
+            for claim, url, delivery in finished:
+                settled += service.settle(
+                    session=session, claim=claim, delivery=delivery,
+                    channel=channels.channel_of(url) if url else "none", now=self.clock.now(),
+                    retry=url is not None, max_attempts=self.max_attempts,
+                    retry_delay=self.retry_delay)
         self._count(settled)
-        log.info("notification %s to %s by %s: %s (%s)", claim.ids, claim.user_id, claim.contact,
-                 delivery.outcome, delivery.detail,
-                 extra={"notification_ids": claim.ids, "outcome": delivery.outcome})
-        return delivery
+        for claim, _, delivery in finished:
+            log.info("notification %s to %s by %s: %s (%s)", claim.ids, claim.user_id,
+                     claim.contact, delivery.outcome, delivery.detail,
+                     extra={"notification_ids": claim.ids, "outcome": delivery.outcome})
 
     def _url(self, user_id: str, contact: str) -> tuple[str | None, str | None]:
         """The contact's URL in the CURRENT response files, or why there is none."""
