@@ -87,7 +87,9 @@ class Daemon:
         self.db = db.open_engine(self.store_url, pool_size=pool)
         self._opened.callback(self.db.dispose)
         try:
-            db.ensure_schema(self.db, auto_upgrade=self.config.store.auto_upgrade)
+            # A command never migrates the schema under a running daemon.
+            db.ensure_schema(self.db, auto_upgrade=self.config.store.auto_upgrade
+                             and not for_commands)
         except db.SchemaOutOfDate as error:
             raise ConfigurationProblem(str(error)) from None
         self.schema_head = db.head_revision()   # read from the package once, not per probe

@@ -76,8 +76,11 @@ def _escalation(kind: str, data: dict[str, Any]) -> str:
             where += f", loop {data.get('loop')} of {data.get('loops')}"
         return f"escalation {where}: paged {people}"
     if kind == "nobody_to_page":
-        who = f"schedule {data['schedule']}" if data.get("schedule") else f"user {data.get('user')}"
-        return f"nobody paged from {who}: {data.get('why')}"
+        if data.get("schedule"):
+            return f"nobody paged from schedule {data['schedule']}: {data.get('why')}"
+        if data.get("user"):
+            return f"nobody paged from user {data['user']}: {data.get('why')}"
+        return f"nobody paged at rule {data.get('rule')}: {data.get('why')}"
     if kind == "paging_stopped":
         text = f"paging stopped: {data.get('status')}"
         if data.get("retrigger_at"):

@@ -82,12 +82,18 @@ class NotificationSender:
         return [outcomes[id(claim)] for claim in claims]
 
     def _deliver(self, claim: service.Claim) -> tuple[str | None, Delivery]:
-        """One message out: (its contact URL, or None when there is none now; the outcome)."""
-        url, missing = self._url(claim.user_id, claim.contact)
-        started = self.clock.now()
-        for due_at in claim.due_at.values():
-            if claim.kind == "page":
-                PAGE_DELAY_SECONDS.observe(max((started - due_at).total_seconds(), 0.0))
+        """One message out: (its contact URL, or None when there is none now; the outcome).
+        Never raises: an error before the send is a failure (safe to retry), one from the
+        channel an unknown outcome (it may have gone)."""
+        try:
+            url, missing = self._url(claim.user_id, claim.contact)
+            started = self.clock.now()
+            for due_at in claim.due_at.values():
+                if claim.kind == "page":
+                    PAGE_DELAY_SECONDS.observe(max((started - due_at).total_seconds(), 0.0))
+        except Exception as error:
+            log.exception("preparing notification rows %s failed", claim.ids)
+            return None, Delivery("failed", f"not sent: {type(error).__name__}: {error}", 0.0)
         if url is None:
             return None, Delivery("failed", missing or "no contact URL", 0.0)
         try:
@@ -98,19 +104,36 @@ class NotificationSender:
             return url, Delivery("unknown", f"the channel raised {type(error).__name__}", 0.0)
 
     def _settle(self, finished: list[tuple[service.Claim, str | None, Delivery]]) -> None:
-        settled: list[service.Settled] = []
-        with transaction(self.sessions) as session:
+        """Record the outcomes in one transaction; if that fails, each in its own, so one bad
+        row cannot lose the others' outcomes (a row left unrecorded turns unknown after its
+        deadline, never resent)."""
+        try:
+            with transaction(self.sessions) as session:
+                settled = [row for claim, url, delivery in finished
+                           for row in self._settle_one(session, claim, url, delivery)]
+        except Exception:
+            log.exception("recording %d send outcomes together failed; recording them one by "
+                          "one", len(finished))
+            settled = []
             for claim, url, delivery in finished:
-                settled += service.settle(
-                    session=session, claim=claim, delivery=delivery,
-                    channel=channels.channel_of(url) if url else "none", now=self.clock.now(),
-                    retry=url is not None, max_attempts=self.max_attempts,
-                    retry_delay=self.retry_delay)
+                try:
+                    with transaction(self.sessions) as session:
+                        settled += self._settle_one(session, claim, url, delivery)
+                except Exception:
+                    log.exception("recording the outcome of notification rows %s failed; they "
+                                  "will turn unknown after their deadline", claim.ids)
         self._count(settled)
         for claim, _, delivery in finished:
             log.info("notification %s to %s by %s: %s (%s)", claim.ids, claim.user_id,
                      claim.contact, delivery.outcome, delivery.detail,
                      extra={"notification_ids": claim.ids, "outcome": delivery.outcome})
+
+    def _settle_one(self, session: Session, claim: service.Claim, url: str | None,
+                    delivery: Delivery) -> list[service.Settled]:
+        return service.settle(session=session, claim=claim, delivery=delivery,
+                              channel=channels.channel_of(url) if url else "none",
+                              now=self.clock.now(), retry=url is not None,
+                              max_attempts=self.max_attempts, retry_delay=self.retry_delay)
 
     def _url(self, user_id: str, contact: str) -> tuple[str | None, str | None]:
         """The contact's URL in the CURRENT response files, or why there is none."""

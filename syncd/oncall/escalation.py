@@ -78,16 +78,16 @@ class Escalations:
         if escalation is not None and change.changed("status") and status != "triggered":
             self._stop(session, escalation, change, acknowledged=status == "acknowledged")
             return
-        if service is None:
-            return
         active = escalation is not None and escalation.state == "active"
+        if service is None:
+            if active and escalation.origin == "service":
+                self._end(session, escalation, change, "its fields no longer match a service")
+            return
         if active:
             reason = paging.stops_paging(before, after, service,
                                          running_urgency=escalation.urgency)
             if reason is not None:
-                notify_service.cancel_pending(session=session, incident_id=change.incident.id,
-                                              now=change.now, reason=reason)
-                self._finish(session, escalation, change.now, reason)
+                self._end(session, escalation, change, reason)
                 return
         if paging.starts_paging(before, after, service,
                                 last_urgency=escalation.urgency if escalation else None,
@@ -95,6 +95,14 @@ class Escalations:
             self.start(session, change.incident, service, urgency=paging.urgency_for(after, service),
                        now=change.now, escalation=escalation,
                        reason="created" if change.created else _start_reason(change))
+
+    def _end(self, session: Session, escalation: Escalation, change: IncidentChange,
+             reason: str) -> None:
+        """A change made the incident one that no longer pages: finish, cancel what is not sent."""
+        notify_service.cancel_pending(session=session, incident_id=change.incident.id,
+                                      now=change.now, reason=reason)
+        self._finish(session, escalation, change.now, reason, actor=change.actor,
+                     source=change.source)
 
     def start(self, session: Session, incident: Incident, service: Service, *, urgency: str,
               now: datetime, escalation: Escalation | None = None,
@@ -221,17 +229,41 @@ class Escalations:
                 if not careful:
                     self._run(session, escalation, incident, now, overrides, paged)
                     continue
+                fired: list[str] = []          # counted only once its savepoint holds
                 try:
                     with session.begin_nested():
-                        self._run(session, escalation, incident, now, overrides, paged)
-                except Exception:
-                    log.exception("an escalation step failed; trying it again later",
+                        self._run(session, escalation, incident, now, overrides, fired)
+                except Exception as error:
+                    log.exception("an escalation step failed; moving on to the next rule",
                                   extra={"escalation": escalation.id,
                                          "incident_id": escalation.incident_id})
-                    session.refresh(escalation)
-                    escalation.next_step_at = now + RETRY_FAILED_STEP
-                    escalation.updated_at = now
+                    self._skip_step(session, escalation, now, error)
+                else:
+                    paged += fired
             return len(due), paged
+
+    def _skip_step(self, session: Session, escalation: Escalation, now: datetime,
+                   error: Exception) -> None:
+        """A step that cannot be written (a bug, bad data) must not hold its escalation for
+        ever: the next rule follows at once, and the timeline says what failed. If even that
+        cannot be written, the step is tried again in 30 s."""
+        session.refresh(escalation)
+        try:
+            with session.begin_nested():
+                incident_service.append_timeline(
+                    session=session, incident_id=escalation.incident_id, at=now,
+                    kind="nobody_to_page", actor=ACTOR, source=SOURCE,
+                    data={"rule": escalation.rule_index + 1,
+                          "why": f"the step failed ({type(error).__name__}: {error})"[:300]})
+                self._advance(session, escalation,
+                              EscalationPolicy.model_validate(escalation.policy),
+                              timedelta(0), now, now, nobody=True)
+        except Exception:
+            log.exception("could not move a failed escalation step on; retrying it later",
+                          extra={"escalation": escalation.id})
+            session.refresh(escalation)
+            escalation.next_step_at = now + RETRY_FAILED_STEP
+            escalation.updated_at = now
 
     def _run(self, session: Session, escalation: Escalation, incident: Incident, now: datetime,
              overrides: Mapping[str, list[OverrideSpan]], paged: list[str]) -> None:
@@ -317,9 +349,9 @@ class Escalations:
         """The row's next step. A rule that reached nobody hands over to the next one at once."""
         escalation.step_token += 1
         escalation.updated_at = now
-        if escalation.urgency == "low":
+        if escalation.urgency == "low" and not nobody:
             return self._finish(session, escalation, now,
-                                "low urgency: the first rule's targets were notified once")
+                                "low urgency: notified once, never escalated")
         escalation.rule_index += 1
         if escalation.rule_index >= len(policy.rules):
             if escalation.loop >= policy.repeat:
@@ -332,13 +364,14 @@ class Escalations:
         escalation.next_step_at = now if nobody else base + wait
 
     @staticmethod
-    def _finish(session: Session, escalation: Escalation, now: datetime, reason: str) -> None:
+    def _finish(session: Session, escalation: Escalation, now: datetime, reason: str, *,
+                actor: str | None = ACTOR, source: str = SOURCE) -> None:
         escalation.state = "done"
         escalation.next_step_at = None
         escalation.reason = reason
         incident_service.append_timeline(
             session=session, incident_id=escalation.incident_id, at=now, kind="escalation_done",
-            actor=ACTOR, source=SOURCE, data={"reason": reason, "policy": escalation.policy_id})
+            actor=actor, source=source, data={"reason": reason, "policy": escalation.policy_id})
 
     def _retrigger(self, session: Session, escalation: Escalation, incident: Incident,
                    now: datetime) -> None:
@@ -353,8 +386,13 @@ class Escalations:
             escalation.state, escalation.next_step_at = "stopped", None
             escalation.reason = f"service {escalation.service_id} is gone from the response files"
             return
-        self.start(session, incident, service, urgency=escalation.urgency, now=now,
-                   escalation=escalation, reason="acknowledgement timed out")
+        triggered = {**incident_fields(incident), "status": "triggered"}
+        if not paging.pages_at(triggered, service):      # lowered out of page_on while acked
+            return self._finish(session, escalation, now,
+                                f"acknowledged at {incident.priority or 'no priority'}, below "
+                                f"page_on: not re-triggered")
+        self.start(session, incident, service, urgency=paging.urgency_for(triggered, service),
+                   now=now, escalation=escalation, reason="acknowledgement timed out")
         diff = incident_service.update_incident(
             session=session, incident_id=incident.id, changes={"status": "triggered"}, now=now,
             actor=ACTOR, source=SOURCE)

@@ -23,6 +23,7 @@ def setup(tmp_path):
     path = tmp_path / "syncd.yaml"
     path.write_text(f'store: {{url: "sqlite:///{tmp_path / "s.db"}"}}\n'
                     'response: {files: ["oncall.yaml"]}\nconnectors: {}\n')
+    assert syncd("db", "upgrade", "--config", str(path)).returncode == 0
     daemon = Daemon(load_config(path))
     daemon.open(for_commands=True)
     try:
@@ -65,3 +66,11 @@ def test_an_unknown_incident_is_a_usage_error_naming_it(tmp_path):
     missing = syncd("ack", "99", "--config", str(path))
     assert missing.returncode == 2 and "incident 99 does not exist" in missing.stderr
     assert syncd("note", "1", "  ", "--config", str(path)).returncode == 2
+
+
+def test_a_command_never_migrates_the_store_under_a_daemon(tmp_path):
+    path = tmp_path / "syncd.yaml"
+    path.write_text(f'store: {{url: "sqlite:///{tmp_path / "s.db"}", auto_upgrade: true}}\n'
+                    'connectors: {}\n')
+    refused = syncd("ack", "1", "--config", str(path))
+    assert refused.returncode == 2 and "syncd db upgrade" in refused.stderr

@@ -171,24 +171,22 @@ def test_two_workers_racing_fire_every_step_exactly_once(paging):
     assert per_incident == {incident: 6 for incident in incidents}
 
 
-def test_a_step_that_fails_is_put_off_and_the_others_still_fire(paging, monkeypatch):
+def test_a_step_that_fails_is_skipped_on_the_timeline_and_the_others_still_fire(paging,
+                                                                                monkeypatch):
     broken, fine = paging.incident(title="broken"), paging.incident(title="fine")
     fire = paging.escalations._fire
 
     def failing(session, escalation, incident, now, overrides):
-        if escalation.incident_id == broken:
+        if escalation.incident_id == broken and escalation.rule_index == 0:
             raise RuntimeError("bad data")
         return fire(session, escalation, incident, now, overrides)
 
     monkeypatch.setattr(paging.escalations, "_fire", failing)
     paging.advance(0)
-    assert paging.pages(broken) == [] and len(paging.pages(fine)) == 2
-    put_off = paging.escalation(broken)
-    assert (put_off.state, put_off.rule_index) == ("active", 0)
-    assert put_off.next_step_at == paging.clock.now() + timedelta(seconds=30)
-    monkeypatch.setattr(paging.escalations, "_fire", fire)
-    paging.advance(0.5)
-    assert len(paging.pages(broken)) == 2, "fired once the fault is gone"
+    assert len(paging.pages(fine)) == 2
+    assert paging.pages(broken) == [("erin", "mail", "pending", "0")], "the next rule at once"
+    assert "nobody paged at rule 1: the step failed (RuntimeError: bad data)" in \
+        timeline(paging, broken)
 
 
 def test_one_page_per_contact_per_step_even_when_the_rules_name_a_contact_twice(store, tmp_path):
