@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from syncd.alerts.models import SEVERITIES
@@ -118,8 +118,7 @@ def alert_event(body: dict[str, Any]) -> AlertEvent:
                       f"payload.severity must be one of {', '.join(SEVERITIES)}, "
                       f"got {_shown(severity)}")
     occurred_at = _timestamp(payload.get("timestamp"), "payload.timestamp", errors)
-    custom_details = _custom_details(payload.get("custom_details"), "payload.custom_details",
-                                     errors)
+    custom_details = _custom_details(payload.get("custom_details"))
     optional = {name: _optional_text(payload if name in ("component", "group", "class") else body,
                                      name, errors)
                 for name in ("component", "group", "class", "client", "client_url")}
@@ -149,7 +148,7 @@ def change_event(body: dict[str, Any]) -> ChangeEventIn:
                       f"got {len(summary)}")
     source = _optional_text(payload, "source", errors, prefix="payload.")
     occurred_at = _timestamp(payload.get("timestamp"), "payload.timestamp", errors)
-    details = _custom_details(payload.get("custom_details"), "payload.custom_details", errors)
+    details = _custom_details(payload.get("custom_details"))
     links = _list(body.get("links"), "links", errors)
     if errors:
         raise InvalidEvent(errors)
@@ -198,10 +197,10 @@ def _timestamp(value: Any, name: str, errors: list[str]) -> datetime | None:
         errors.append(f"{name} must be an ISO 8601 date and time like "
                       f"2026-11-02T09:00:00Z, got {_shown(value)}")
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _custom_details(value: Any, name: str, errors: list[str]) -> dict[str, Any]:
+def _custom_details(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if isinstance(value, dict):

@@ -5,7 +5,7 @@ tickets and pages leave through the outbox and the escalation rows the transacti
 from __future__ import annotations
 
 import threading
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
 

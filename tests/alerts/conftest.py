@@ -9,11 +9,12 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -35,7 +36,7 @@ from syncd.oncall.escalation import Escalations
 from syncd.oncall.models import Escalation
 from syncd.response_files import ResponseFiles
 
-START = datetime(2027, 3, 3, 10, 0, tzinfo=timezone.utc)
+START = datetime(2027, 3, 3, 10, 0, tzinfo=UTC)
 TOKEN = "alerts-api-t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 KEYS = {"none": "R0UTINGKEYNONE00000000000000000a", "time": "R0UTINGKEYTIME00000000000000000b",
@@ -178,6 +179,7 @@ def served(app: FastAPI, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+        timeout_graceful_shutdown=1,
         ssl_certfile=str(tls[0]) if tls else None, ssl_keyfile=str(tls[1]) if tls else None))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

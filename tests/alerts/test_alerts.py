@@ -10,7 +10,7 @@ from sqlalchemy import select
 from syncd.alerts import service as alert_service
 from syncd.oncall.models import Escalation
 
-from .conftest import AUTH, KEYS, event
+from .conftest import AUTH, KEYS
 
 
 def test_a_trigger_opens_an_incident_that_pages_and_names_its_alert(world):

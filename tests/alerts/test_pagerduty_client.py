@@ -40,6 +40,7 @@ def test_the_pagerduty_client_triggers_acknowledges_and_resolves(world, tls):
         # submit() without a timestamp fails inside pagerduty 7.2.0 (datetime.timezone typo)
         client.submit("Rolled back checkout 7.1", source="deploy-bot",
                       timestamp=world.clock.now().isoformat())
+        client.close()
         [alert] = world.alerts()
         assert (alert.status, alert.event_count, alert.custom_details) == (
             "resolved", 2, {})          # the last payload wins, details included
@@ -53,4 +54,5 @@ def test_a_flood_from_one_key_gets_429_while_the_client_of_another_key_goes_on(w
         assert statuses.count(202) == 120 and statuses[120:] == [429] * 10
         other = pagerduty_client(KEYS["content"], base, tls)
         assert other.trigger("Packet loss on edge-3", "edge-3", severity="warning")
+        other.close()
     assert {a.service for a in world.alerts()} == {"checkout", "network"}
