@@ -143,6 +143,25 @@ class Daemon:
                 reconcile_after_downtime=sync.reconcile_after_downtime,
                 pause_share=sync.pause_when_share_changed))
         self._open_paging()
+        self._open_alerts()
+
+    def _open_alerts(self) -> None:
+        """The Events API v2 intake, and the hook that carries an incident's acknowledgement
+        and resolution to its alerts. A committed event wakes the outbox workers and the
+        escalation loop, so its ticket and its page go out at once."""
+        from syncd.alerts import service as alert_service
+        from syncd.alerts.intake import AlertIntake
+        from syncd.incidents import hooks
+        engine, escalations = self.engine, self.escalations
+        assert engine is not None
+
+        def wake() -> None:
+            engine.wake()
+            escalations.wake.set()
+        self.alerts = AlertIntake(sessions=self.sessions, clock=self.clock,
+                                  responses=self.responses.current, runtimes=engine.runtimes,
+                                  wake=wake)
+        hooks.install(self.sessions, alert_service.on_incident_change)
 
     def _open_paging(self) -> None:
         """Escalation (an incident-change hook and a loop), the notification sender, and the
@@ -214,12 +233,15 @@ class Daemon:
 
     def _paging_routers(self, settings) -> list:
         from syncd.api.ack_links import ack_link_router
+        from syncd.api.alerts import alert_router, events_router
         from syncd.api.auth import bearer_actor
         from syncd.api.oncall import oncall_router
         assert self.engine is not None
         routers = [oncall_router(sessions=self.sessions, responses=self.responses.current,
                                  clock=self.clock, actor=bearer_actor(settings.api_tokens),
-                                 calendar_keys=self.calendar_keys)]
+                                 calendar_keys=self.calendar_keys),
+                   events_router(self.alerts),
+                   alert_router(self.alerts, bearer_actor(settings.api_tokens))]
         if self.ack_links is not None:
             routers.append(ack_link_router(
                 links=self.ack_links, commands=self.engine.commands, sessions=self.sessions,

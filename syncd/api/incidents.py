@@ -3,11 +3,13 @@ of every command is the calling token's name."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, StringConstraints
 
+from syncd.alerts.service import alert_json, incident_alerts
 from syncd.api.errors import refusals_as_http
 from syncd.engine.sync_engine import SyncEngine
 from syncd.incidents import service as incident_service
@@ -116,6 +118,8 @@ def incident_detail(engine: SyncEngine, incident_id: int) -> dict[str, Any]:
             "timeline": [entry_json(e) for e in incident_service.timeline(
                 session=session, incident_id=incident_id)],
             **paging_detail(session, incident_id),
+            "alerts": [alert_json(alert) for alert in incident_alerts(session=session,
+                                                                      incident_id=incident_id)],
         }
 
 

@@ -61,8 +61,28 @@ def describe(entry: TimelineEntry) -> str:
         count = data.get("count", 0)
         return (f"{count} pending page{'s' if count != 1 else ''} cancelled: "
                 f"{data.get('reason')}")
+    if kind.startswith("alert_"):
+        return _alert(kind, data, entry.actor)
+    if kind == "change_event":
+        return f"change from {entry.actor or 'a source'}: {_value(data.get('summary'))}"
     words = kind.replace("_", " ")
     return f"{words}{_where_who(entry)}"
+
+
+def _alert(kind: str, data: dict[str, Any], source: str | None) -> str:
+    head = f"{data.get('severity')} alert {_value(data.get('summary'))}"
+    where = f" from {source}" if source else ""
+    if kind == "alert_triggered":
+        return f"{head}{where} opened the incident"
+    if kind == "alert_joined":
+        return f"{head}{where} joined the incident"
+    if kind == "alert_repeated":
+        return f"{head}{where} fired again ({data.get('count')} events)"
+    if kind == "alert_acknowledged":
+        return f"{head} acknowledged{where}"
+    if kind == "alert_resolved":
+        return f"{head} resolved{where}"
+    return f"{head}: {kind.removeprefix('alert_').replace('_', ' ')}"
 
 
 def _escalation(kind: str, data: dict[str, Any]) -> str:

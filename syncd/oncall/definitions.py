@@ -312,4 +312,5 @@ class Service(Definition):
     page_on: PageOn = PageOn()
     routing_key: SecretStr | None = None        # Events API v2 events with this key belong here
     alert_grouping: AlertGrouping = AlertGrouping(type="none")
+    resolve_with_alerts: bool = True            # an alerts' incident resolves with its last alert
 

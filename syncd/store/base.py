@@ -42,6 +42,7 @@ class Base(DeclarativeBase):
 
 def import_all_models() -> None:
     """Register every domain's tables on Base.metadata (migrations and schema checks need all)."""
+    import syncd.alerts.models  # noqa: F401
     import syncd.engine.models  # noqa: F401
     import syncd.incidents.models  # noqa: F401
     import syncd.notify.models  # noqa: F401
