@@ -82,6 +82,11 @@ NOTIFICATIONS = Counter(
 PAGE_DELAY_SECONDS = Histogram(
     "syncd_page_delay_seconds", "From a page's due time to the moment it is sent.",
     registry=REGISTRY, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300))
+ALERTS_OPEN = Gauge(
+    "syncd_alerts_open",
+    "Alerts not resolved (triggered or acknowledged), by service; read from the store every 5 s, "
+    "so every replica reports the same.",
+    ["service"], registry=REGISTRY)
 EVENTS = Counter(
     "syncd_events_total",
     "Events API v2 requests, by outcome: accepted, dropped (an acknowledge or resolve for no "

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 
 from syncd.alerts.events import AlertEvent
-from syncd.oncall.definitions import AlertGrouping
+from syncd.oncall.definitions import AlertGrouping, Service
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,10 @@ SEVERITY = {"critical": Severity("P1", "high"), "error": Severity("P2", "high"),
             "warning": Severity("P3", "low"), "info": Severity("P4", "low")}
 
 
-def incident_fields_for(severity: str) -> dict[str, str]:
-    """Priority and urgency of an incident opened by an alert of this severity."""
-    mapped = SEVERITY[severity]
+def incident_fields_for(severity: str, service: Service) -> dict[str, str]:
+    """Priority and urgency of an incident opened by an alert of this severity: the service's
+    ``severities`` where it names this one, else the defaults."""
+    mapped = service.severities.get(severity) or SEVERITY[severity]
     return {"priority": mapped.priority, "urgency": mapped.urgency}
 
 

@@ -13,44 +13,43 @@ from syncd.alerts import service as alert_service
 from syncd.alerts.events import AlertEvent, ChangeEventIn
 from syncd.clock import Clock
 from syncd.engine.connector_runtime import ConnectorRuntime
+from syncd.metrics import ALERTS_OPEN
 from syncd.oncall.definitions import Service
 from syncd.response_files import ResponseSet
 from syncd.store.db import transaction
 
-EVENTS_PER_MINUTE = 120       # PagerDuty's limit per routing key
 
 
 class RateLimiter:
-    """A token bucket per routing key on the injected clock: ``per_minute`` events a minute,
-    bursts up to the same number. Keys are routing keys of services (unknown ones are refused
-    before), so the table stays as small as the response files."""
+    """A token bucket per routing key on the injected clock: each service's
+    ``events_per_minute`` events a minute, bursts up to the same number. Keys are routing keys
+    of services (unknown ones are refused before), so the table stays as small as the response
+    files."""
 
-    def __init__(self, *, per_minute: int, clock: Clock):
-        self.capacity = float(per_minute)
-        self.refill_per_second = per_minute / 60.0
+    def __init__(self, *, clock: Clock):
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}   # key -> (tokens, at)
         self._lock = threading.Lock()
 
-    def allow(self, key: str) -> bool:
+    def allow(self, key: str, per_minute: int) -> bool:
         with self._lock:
             now = self.clock.monotonic()
-            tokens, at = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - at) * self.refill_per_second)
+            tokens, at = self._buckets.get(key, (float(per_minute), now))
+            tokens = min(float(per_minute), tokens + (now - at) * per_minute / 60.0)
             allowed = tokens >= 1.0
             self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
             return allowed
 
-    def retry_after(self) -> int:
+    @staticmethod
+    def retry_after(per_minute: int) -> int:
         """Seconds until a refused key has a token again (at most)."""
-        return max(1, round(1 / self.refill_per_second))
+        return max(1, round(60 / per_minute))
 
 
 class AlertIntake:
     def __init__(self, *, sessions: sessionmaker[Session], clock: Clock,
                  responses: Callable[[], ResponseSet],
                  runtimes: Mapping[str, ConnectorRuntime] | None = None,
-                 events_per_minute: int = EVENTS_PER_MINUTE,
                  wake: Callable[[], None] = lambda: None):
         """``wake``: called after a commit that may have queued ticket writes or pages (the
         engine's outbox workers and the escalation loop), so they start at once."""
@@ -58,7 +57,7 @@ class AlertIntake:
         self.clock = clock
         self.responses = responses
         self.runtimes = runtimes or {}
-        self.rate_limit = RateLimiter(per_minute=events_per_minute, clock=clock)
+        self.rate_limit = RateLimiter(clock=clock)
         self.wake = wake
         self._by_key: tuple[ResponseSet | None, dict[str, Service]] = (None, {})
 
@@ -84,3 +83,12 @@ class AlertIntake:
         with transaction(self.sessions) as session:
             return alert_service.record_change_event(session=session, event=event,
                                                      service=service, now=self.clock.now()).id
+
+    def update_gauges(self) -> None:
+        """``syncd_alerts_open`` per service, store-wide (a supervised loop every few seconds);
+        a service whose last alert resolved reads 0, not its last count."""
+        with transaction(self.sessions, readonly=True) as session:
+            counts = alert_service.open_counts(session=session)
+        for service in {*self.responses().services, *counts}:
+            ALERTS_OPEN.labels(service).set(counts.get(service, 0))
+

@@ -151,7 +151,7 @@ def _open_incident(session: Session, alert: Alert, service: Service, now: dateti
     """The incident goes through create_incident, so its hooks run (paging starts per the
     service's page_on) and tickets are queued where connectors create them."""
     fields = {"title": _title(alert.summary), "description": describe_alerts([alert]),
-              "service": service.id, **incident_fields_for(alert.severity)}
+              "service": service.id, **incident_fields_for(alert.severity, service)}
     incident = incident_service.create_incident(session=session, fields=fields, now=now,
                                                 actor=ACTOR, source=SOURCE)
     alert.incident_id = incident.id
@@ -319,3 +319,11 @@ def on_incident_change(session: Session, change: IncidentChange) -> None:
         session.execute(update(AlertGroup).where(AlertGroup.incident_id == incident_id,
                                                  AlertGroup.is_open.is_(True))
                         .values(is_open=False).execution_options(synchronize_session="fetch"))
+
+
+def open_counts(*, session: Session) -> dict[str, int]:
+    """{service: alerts not resolved}."""
+    rows = session.execute(select(Alert.service, func.count())
+                           .where(Alert.status != "resolved").group_by(Alert.service)).all()
+    return {service: count for service, count in rows}
+

@@ -52,13 +52,14 @@ def events_router(intake: AlertIntake) -> APIRouter:
         if service is None:
             return None, _invalid(["routing_key is not the key of any service: check the "
                                    "integration's key"], outcome="unknown_routing_key")
-        if not intake.rate_limit.allow(routing_key):
+        if not intake.rate_limit.allow(routing_key, service.events_per_minute):
             return None, _refused(
                 429, "rate_limited",
                 {"status": "throttle event",
                  "message": "Requests for this service are arriving too quickly. "
                             "Please retry later."},
-                headers={"Retry-After": str(intake.rate_limit.retry_after())})
+                headers={"Retry-After": str(intake.rate_limit.retry_after(
+                    service.events_per_minute))})
         return service, None
 
     @router.post("/v2/enqueue", status_code=202)

@@ -281,6 +281,14 @@ class AlertGrouping(Definition):
         return self
 
 
+SEVERITIES = ("critical", "error", "warning", "info")     # the Events API v2's
+
+
+class SeverityMapping(Definition):
+    priority: Literal[PRIORITIES]  # type: ignore[valid-type]
+    urgency: Literal["high", "low"]
+
+
 MATCHABLE_FIELDS = ("status", "priority", "urgency", "service", "group", "assignee")
 
 
@@ -313,4 +321,9 @@ class Service(Definition):
     routing_key: SecretStr | None = None        # Events API v2 events with this key belong here
     alert_grouping: AlertGrouping = AlertGrouping(type="none")
     resolve_with_alerts: bool = True            # an alerts' incident resolves with its last alert
+    events_per_minute: int = Field(default=120, ge=1)   # per routing key, then 429 (PagerDuty's)
+    # An alert's severity -> its incident's priority and urgency; left out: the defaults of
+    # syncd.alerts.grouping.SEVERITY (critical P1 high, error P2 high, warning P3 low, info P4 low)
+    severities: dict[Literal[SEVERITIES], SeverityMapping] = Field(  # type: ignore[valid-type]
+        default_factory=dict)
 

@@ -91,7 +91,8 @@ class Escalations:
                 return
         if paging.starts_paging(before, after, service,
                                 last_urgency=escalation.urgency if escalation else None,
-                                active=active):
+                                active=active,
+                                from_alert=change.created and change.source == "alerts"):
             self.start(session, change.incident, service, urgency=paging.urgency_for(after, service),
                        now=change.now, escalation=escalation,
                        reason="created" if change.created else _start_reason(change))

@@ -45,13 +45,16 @@ def pages_at(fields: Mapping[str, Any], service: Service) -> bool:
 
 
 def starts_paging(before: Mapping[str, Any], after: Mapping[str, Any], service: Service, *,
-                  last_urgency: str | None, active: bool) -> bool:
+                  last_urgency: str | None, active: bool, from_alert: bool = False) -> bool:
     """A change starts (or restarts) paging when the incident becomes one that pages (created at a
     page_on priority, raised into one, re-opened at one), or when it pages at low urgency and now
     is high (a raised priority under by_priority). Any other edit of a paging incident (a title,
     a note) starts nothing: a running escalation runs on, one that ran its course stays done.
     ``last_urgency`` is the urgency of the escalation that ran last (None: none did), ``active``
-    whether it still runs."""
+    whether it still runs. ``page_on`` is for incidents from tickets: one opened by an alert
+    (``from_alert``) pages at its urgency, whatever its priority, as PagerDuty's do."""
+    if from_alert and after.get("status") == "triggered" and last_urgency is None:
+        return True
     if not pages_at(after, service):
         return False
     upgraded = last_urgency == "low" and urgency_for(after, service) == "high"

@@ -82,3 +82,10 @@ def test_lowering_out_of_page_on_or_to_low_urgency_ends_a_running_escalation():
         "urgency lowered to low: low urgency does not escalate"
     assert stops_paging(fields(), fields(priority="P2"), svc, running_urgency="high") is None
     assert stops_paging(fields(), fields(status="resolved"), svc, running_urgency="high") is None
+
+
+def test_an_incident_opened_by_an_alert_pages_whatever_page_on_says():
+    svc = service()                                          # page_on: P1, P2
+    assert starts_paging({}, fields(priority="P3"), svc, last_urgency=None, active=False,
+                         from_alert=True)
+    assert not starts_paging({}, fields(priority="P3"), svc, last_urgency=None, active=False)
