@@ -152,11 +152,6 @@ class Demo:
             time.sleep(0.1)
         raise DemoFailed(f"gave up after {STEP_TIMEOUT:.0f}s waiting for: {what}")
 
-    def _linked_issue_key(self) -> str | None:
-        assert self.daemon is not None
-        with transaction(self.daemon.sessions, readonly=True) as session:
-            link = sync_service.link_for(session=session, incident_id=self.incident_id, connector="jira")
-            return link.remote_key if link else None
 
     def _incident_id(self) -> int | None:
         assert self.daemon is not None
@@ -179,7 +174,8 @@ class Demo:
                                        "assignment_group": "Payments"}, user="beth.anglin")
         self.sys_id, number = record["sys_id"], record["number"]
         self.incident_id = self.wait_for("syncd to import the ServiceNow incident", self._incident_id)
-        key = self.wait_for("the Jira issue to be created", self._linked_issue_key)
+        key = self.wait_for("the Jira issue to be created",
+                           lambda: self._issue_key_of(self.incident_id))
         issue = self.jira.get_issue(key)
         self.say(f"   {number} became SYN-{self.incident_id}, which created Jira {key}: "
                  f"\"{issue['fields']['summary']}\", priority {issue['fields']['priority']['name']}")
@@ -241,11 +237,54 @@ class Demo:
         record = self.sn.get_incident(self.sys_id)
         self.say(f"   ServiceNow {number} is Resolved (close code \"{record['close_code']}\")")
 
+        self.alert_storm()
+
         detail = self.api_call("GET", f"/api/v1/incidents/{self.incident_id}")
         self.say(f"\nSYN-{self.incident_id} timeline ({len(detail['timeline'])} entries, "
                  f"story played in {time.monotonic() - started:.1f}s):")
         for entry in detail["timeline"]:
             self.say(f"   {entry['at'][11:19]}  {entry['text']}")
+
+
+    def alert_storm(self) -> None:
+        """Monitoring takes over: 20 events as Alertmanager would send them, 4 alerts by their
+        dedup keys, one incident by the service's content grouping on `component`."""
+        self.say("\n6. Alice hands the shift to Dave (another override); then monitoring sends "
+                 "an alert storm: 20 Events API v2 events from 4 web servers...")
+        now = datetime.now(timezone.utc)
+        self.api_call("POST", "/api/v1/schedules/payments-primary/overrides", json={
+            "user": "dave", "starts_at": now.isoformat(),
+            "ends_at": (now + timedelta(hours=1)).isoformat()})
+        started = time.monotonic()
+        for n in range(20):
+            server = f"web-{n % 4 + 1}"
+            requests.post(f"{self.api}/v2/enqueue", timeout=10, json={
+                "routing_key": os.environ["PAYMENTS_ROUTING_KEY"], "event_action": "trigger",
+                "dedup_key": f"checkout-5xx-{server}",
+                "payload": {"summary": f"Checkout 5xx rate above 5% on {server}",
+                            "source": server, "severity": "critical", "component": "checkout",
+                            "custom_details": {"rate": f"{5 + n % 7}%"}}}).raise_for_status()
+        alerts = self.wait_for("the 4 alerts", lambda: (lambda found: found if len(found) == 4
+                               else None)(self.api_call("GET", "/api/v1/alerts?service=payments-"
+                                                               "api&status=triggered")["alerts"]))
+        incidents = {alert["incident_id"] for alert in alerts}
+        if len(incidents) != 1:
+            raise DemoFailed(f"the storm opened {len(incidents)} incidents, not one")
+        (incident_id,) = incidents
+        key = self.wait_for("the storm's Jira issue", lambda: self._issue_key_of(incident_id))
+        page = self.wait_for("the page to reach dave's mailbox", lambda: next(
+            (mail for mail in self.mail.wait_for(2, 0) if "dave@" in mail["To"]), None))
+        counts = ", ".join(f"{alert['source']} ×{alert['event_count']}" for alert in
+                           sorted(alerts, key=lambda alert: alert["source"]))
+        self.say(f"   20 events → 4 alerts ({counts}) → one incident SYN-{incident_id}, which "
+                 f"created Jira {key}; dave was paged {time.monotonic() - started:.1f}s after the "
+                 f"first event: \"{page['Subject']}\"")
+
+    def _issue_key_of(self, incident_id: int) -> str | None:
+        assert self.daemon is not None
+        with transaction(self.daemon.sessions, readonly=True) as session:
+            link = sync_service.link_for(session=session, incident_id=incident_id, connector="jira")
+            return link.remote_key if link else None
 
 
 def run_demo(folder: Path, *, once: bool, say: Callable[[str], None] = print) -> int:

@@ -82,6 +82,8 @@ def test_demo_plays_its_story_and_exits(tmp_path):
     assert "page to alice by mail sent" in out
     assert "status triggered → acknowledged, assignee (empty) → alice@example.com in ack-link " \
            "by alice" in out
+    assert "20 events → 4 alerts (web-1 ×5, web-2 ×5, web-3 ×5, web-4 ×5) → one incident SYN-2, " \
+           "which created Jira OPS-2; dave was paged" in out
 
 
 def test_run_serves_syncs_and_stops_cleanly_on_sigterm(tmp_path):
