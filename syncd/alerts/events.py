@@ -15,6 +15,7 @@ ACTIONS = ("trigger", "acknowledge", "resolve")
 MAX_SUMMARY = 1024
 MAX_DEDUP_KEY = 255
 MAX_BODY_BYTES = 512 * 1024
+MAX_DEPTH = 32          # custom_details nested deeper than this is not an alert's detail
 
 
 class InvalidEvent(Exception):
@@ -70,15 +71,45 @@ class ChangeEventIn:
     links: list[Any]
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_body(body: bytes) -> dict[str, Any]:
-    """The JSON object of a request body, or InvalidEvent saying why not."""
+    """The JSON object of a request body, or InvalidEvent saying why not. What JSON allows but
+    the store cannot keep is refused here too, naming where: NaN and Infinity, NUL characters,
+    lone surrogates, and nesting deep enough to exhaust the parser."""
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidEvent([f"the body is not valid JSON: {error}"]) from None
+    except RecursionError:
+        raise InvalidEvent(["the body is nested too deeply"]) from None
     if not isinstance(value, dict):
         raise InvalidEvent([f"the body must be a JSON object, got {type(value).__name__}"])
+    problems: list[str] = []
+    _storable(value, "", problems)
+    if problems:
+        raise InvalidEvent(problems[:10])
     return value
+
+
+def _storable(value: Any, where: str, problems: list[str], depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        problems.append(f"{where or 'the body'} is nested more than {MAX_DEPTH} levels deep")
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            problems.append(f"{where or 'a value'} contains a NUL character")
+        elif any("\ud800" <= char <= "\udfff" for char in value):
+            problems.append(f"{where or 'a value'} contains a lone UTF-16 surrogate")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, f"{where}{'.' if where else ''}{key!s:.40} (a key)", problems, depth)
+            _storable(item, f"{where}{'.' if where else ''}{key!s:.40}", problems, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _storable(item, f"{where}[{index}]", problems, depth + 1)
 
 
 def alert_event(body: dict[str, Any]) -> AlertEvent:
@@ -197,7 +228,12 @@ def _timestamp(value: Any, name: str, errors: list[str]) -> datetime | None:
         errors.append(f"{name} must be an ISO 8601 date and time like "
                       f"2026-11-02T09:00:00Z, got {_shown(value)}")
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        errors.append(f"{name} is outside the dates syncd can store, got {_shown(value)}")
+        return None
 
 
 def _custom_details(value: Any) -> dict[str, Any]:

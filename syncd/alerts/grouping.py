@@ -37,6 +37,8 @@ def grouping_key(event: AlertEvent, grouping: AlertGrouping) -> str | None:
         return None
     if grouping.type == "time":
         return "time"
-    values = [event.field_value(name) for name in grouping.fields]
+    # A missing field, null and "" all count as empty, as the docstring (and PagerDuty) say.
+    values = ["" if value is None else value
+              for value in (event.field_value(name) for name in grouping.fields)]
     digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode())
     return "content:" + digest.hexdigest()[:56]

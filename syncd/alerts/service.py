@@ -71,7 +71,7 @@ def _trigger(session: Session, event: AlertEvent, service: Service, now: datetim
     for _ in range(RACE_RETRIES):
         alert = open_alert(session=session, service=service.id, dedup_key=dedup_key)
         if alert is not None:
-            return _repeat(session, alert, event, now)
+            return _repeat(session, alert, event, now, runtimes)
         alert = Alert(service=service.id, dedup_key=dedup_key, status="triggered",
                       created_at=now, event_count=1)
         _copy_payload(alert, event, now)
@@ -112,11 +112,17 @@ def _copy_payload(alert: Alert, event: AlertEvent, now: datetime) -> None:
     alert.last_event_at = now
 
 
-def _repeat(session: Session, alert: Alert, event: AlertEvent, now: datetime) -> Applied:
+def _repeat(session: Session, alert: Alert, event: AlertEvent, now: datetime,
+            runtimes: Mapping[str, ConnectorRuntime]) -> Applied:
+    changed = alert.summary != event.summary or alert.severity != event.severity
     alert.event_count += 1
     _copy_payload(alert, event, now)
     if alert.incident_id is not None:
         _timeline(session, alert, "alert_repeated", now, count=alert.event_count)
+        if changed:                          # the description lists summaries and severities
+            session.flush()
+            _update(session, alert.incident_id,
+                    {"description": _description(session, alert.incident_id)}, now, runtimes)
     return Applied(alert.dedup_key, "repeated", alert.id, alert.incident_id)
 
 
@@ -126,13 +132,20 @@ def _place(session: Session, alert: Alert, event: AlertEvent, service: Service, 
     key = grouping_key(event, service.alert_grouping)
     if key is None:
         return _open_incident(session, alert, service, now, runtimes), "created"
+    open_group = select(AlertGroup).where(
+        AlertGroup.service == service.id, AlertGroup.grouping_key == key,
+        AlertGroup.is_open.is_(True))
     for _ in range(RACE_RETRIES):
-        group = session.scalars(select(AlertGroup).where(
-            AlertGroup.service == service.id, AlertGroup.grouping_key == key,
-            AlertGroup.is_open.is_(True)).with_for_update()).one_or_none()
-        if group is not None:
+        found = session.scalars(open_group).one_or_none()
+        if found is not None:
+            # Incident first, then its group: the order every other path takes (a resolve
+            # updates the incident, and its hook then the group), so no two lock in reverse.
             incident = incident_service.get_incident(session=session,
-                                                     incident_id=group.incident_id)
+                                                     incident_id=found.incident_id,
+                                                     for_update=True)
+            group = session.scalars(open_group.with_for_update()).one_or_none()
+            if group is None or group.id != found.id:
+                continue                     # closed or replaced meanwhile: look again
             if now < group.window_ends_at and incident.status != "resolved":
                 _join(session, alert, incident, now, runtimes)
                 return incident.id, "joined"
@@ -182,8 +195,10 @@ def _acknowledge(session: Session, alert: Alert, now: datetime,
             _timeline(session, alert, "alert_acknowledged", now)
             incident = incident_service.get_incident(session=session,
                                                      incident_id=alert.incident_id)
+            changes: dict[str, Any] = {"description": _description(session, incident.id)}
             if incident.status == "triggered" and _alert_count(session, incident.id) == 1:
-                _update(session, incident.id, {"status": "acknowledged"}, now, runtimes)
+                changes["status"] = "acknowledged"
+            _update(session, incident.id, changes, now, runtimes)
     return Applied(alert.dedup_key, "acknowledged", alert.id, alert.incident_id)
 
 
@@ -223,9 +238,10 @@ def _alert_count(session: Session, incident_id: int, *, open_only: bool = False)
 def _timeline(session: Session, alert: Alert, kind: str, now: datetime, **extra: Any) -> None:
     assert alert.incident_id is not None
     incident_service.append_timeline(
-        session=session, incident_id=alert.incident_id, at=now, kind=kind, actor=alert.source,
+        session=session, incident_id=alert.incident_id, at=now, kind=kind, actor=ACTOR,
         source=SOURCE, data={"alert_id": alert.id, "dedup_key": alert.dedup_key,
-                             "summary": alert.summary, "severity": alert.severity, **extra})
+                             "summary": alert.summary, "severity": alert.severity,
+                             "from": alert.source, **extra})
 
 
 def _title(summary: str) -> str:
@@ -292,8 +308,9 @@ def record_change_event(*, session: Session, event: ChangeEventIn, service: Serv
     for incident_id in open_incidents:
         incident_service.append_timeline(
             session=session, incident_id=incident_id, at=now, kind="change_event",
-            actor=event.source, source=SOURCE,
-            data={"change_event_id": row.id, "summary": event.summary, "links": event.links})
+            actor=ACTOR, source=SOURCE,
+            data={"change_event_id": row.id, "summary": event.summary, "links": event.links,
+                  "from": event.source})
     return row
 
 

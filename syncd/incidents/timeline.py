@@ -62,9 +62,9 @@ def describe(entry: TimelineEntry) -> str:
         return (f"{count} pending page{'s' if count != 1 else ''} cancelled: "
                 f"{data.get('reason')}")
     if kind.startswith("alert_"):
-        return _alert(kind, data, entry.actor)
+        return _alert(kind, data, data.get("from"))
     if kind == "change_event":
-        return f"change from {entry.actor or 'a source'}: {_value(data.get('summary'))}"
+        return f"change from {data.get('from') or 'a source'}: {_value(data.get('summary'))}"
     words = kind.replace("_", " ")
     return f"{words}{_where_who(entry)}"
 

@@ -39,7 +39,10 @@ def test_a_repeated_trigger_adds_to_the_open_alert_until_it_resolves(world):
     [alert] = world.alerts()
     assert (alert.event_count, alert.summary, alert.severity) == (2, "Disk full on db-1 (99%)",
                                                                  "error")
-    assert "fired again (2 events)" in world.timeline(alert.incident_id)[-1]
+    words = world.timeline(alert.incident_id)
+    assert "fired again (2 events)" in words[-2]
+    assert "Alerts (1):\n- [triggered] error: Disk full on db-1 (99%)" in words[-1], \
+        "the description follows the new summary and severity"
     assert world.send("none", "resolve", "k1")["dedup_key"] == "k1"
     world.trigger(dedup_key="k1")
     alerts = world.alerts()
