@@ -1,4 +1,6 @@
-"""Regression tests from the review of issue 11. Alert semantics against issue 11 and DESIGN.md invariant 9."""
+"""Regression tests from the review of issue 11.
+
+Alert semantics against issue 11 and DESIGN.md invariant 9."""
 from datetime import timedelta
 
 from sqlalchemy import select

@@ -1,4 +1,6 @@
-"""Regression tests from the review of issue 11. Bad or odd input must be 400 (or accepted), never a 500 that leaks an exception."""
+"""Regression tests from the review of issue 11.
+
+Bad or odd input must be 400 (or accepted), never a 500 that leaks an exception."""
 import json
 
 import pytest

@@ -1,4 +1,6 @@
-"""Regression tests from the review of issue 11. Races on PostgreSQL: two threads, paused at chosen points with monkeypatch."""
+"""Regression tests from the review of issue 11.
+
+Races on PostgreSQL: two threads, paused at chosen points with monkeypatch."""
 import threading
 import time
 
