@@ -20,6 +20,12 @@ from syncd.store.db import transaction
 
 
 
+# Outcomes that may page or change a ticket's status now: the escalation loop and the outbox
+# workers are woken at once. Joins and repeats only rewrite the description, which the outbox
+# workers pick up within their idle wait (a second).
+WAKING_OUTCOMES = ("created", "acknowledged", "resolved")
+
+
 class RateLimiter:
     """A token bucket per routing key on the injected clock: each service's
     ``events_per_minute`` events a minute, bursts up to the same number. Keys are routing keys
@@ -75,7 +81,7 @@ class AlertIntake:
         with transaction(self.sessions) as session:
             applied = alert_service.apply_event(session=session, event=event, service=service,
                                                 now=self.clock.now(), runtimes=self.runtimes)
-        if applied.outcome != "dropped":
+        if applied.outcome in WAKING_OUTCOMES:
             self.wake()
         return applied
 

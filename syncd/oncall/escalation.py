@@ -68,10 +68,12 @@ class Escalations:
 
     # -- the hook: start and stop, in the change's transaction -----------------------------------
     def on_incident_change(self, session: Session, change: IncidentChange) -> None:
+        responses = self.responses()
+        if not change.created and not set(change.changes) & _paging_fields(responses):
+            return                 # a title, a description: nothing paging depends on changed
         after = incident_fields(change.incident)
         before = {} if change.created else {
             **after, **{name: old for name, (old, _) in change.changes.items()}}
-        responses = self.responses()
         service = paging.service_for(after, responses.services)
         escalation = self._escalation(session, change.incident.id)
         status = after.get("status")
@@ -399,6 +401,15 @@ class Escalations:
             actor=ACTOR, source=SOURCE)
         self.propagate(session=session, incident_id=incident.id,
                        fields={name: new for name, (_, new) in diff.items()}, now=now)
+
+
+def _paging_fields(responses: ResponseSet) -> set[str]:
+    """The incident fields whose change can start or stop paging: status, priority, urgency,
+    service, and whatever the services match on."""
+    fields = {"status", "priority", "urgency", "service"}
+    for service in responses.services.values():
+        fields.update(service.match)
+    return fields
 
 
 def policy_snapshot(policy: EscalationPolicy) -> dict[str, Any]:
