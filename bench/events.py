@@ -12,8 +12,8 @@ ThreadingHTTPServer that records when each message arrived and the SYN-n it name
 The intake allows 120 events a minute per routing key (PagerDuty's limit, the daemon's default):
 a rate of R events/s needs at least ceil(R / 2) routing keys, so by default the services are that
 many plus a quarter, and the events go round-robin over them. ``--events-per-minute`` raises the
-limit instead (the bench swaps the intake's RateLimiter before start; the daemon has no setting
-for it); the output says which. The contact throttle (1 message a minute per contact, GoAlert's
+limit instead (each service's ``events_per_minute`` in the generated response file); the output
+says which. The contact throttle (1 message a minute per contact, GoAlert's
 default) would bundle every page after the first into one message a minute later, so the bench
 relaxes it on the daemon's sender and says so (``--keep-throttle`` keeps it).
 
@@ -65,7 +65,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import free_port, ms, percentile  # noqa: E402
 from bench.escalation import PG_URL, Receiver  # noqa: E402
-from syncd.alerts.intake import EVENTS_PER_MINUTE, RateLimiter  # noqa: E402
 from syncd.alerts.models import Alert  # noqa: E402
 from syncd.config import load_config  # noqa: E402
 from syncd.daemon import Daemon  # noqa: E402
@@ -79,6 +78,9 @@ REPEATED_KEYS = 3                # dedup keys per warm component that repeat an 
 CHECKERS = 2                     # threads reading each new incident back through the API
 
 
+EVENTS_PER_MINUTE = 120      # a service's default events_per_minute (PagerDuty's limit)
+
+
 def routing_key(service: int) -> str:
     return f"bench-key-{service:05d}"
 
@@ -90,7 +92,8 @@ def keys_needed(rate: float, per_minute: int) -> int:
 
 # -- set-up --------------------------------------------------------------------------------------
 
-def response_file(path: Path, *, services: int, receiver_port: int) -> None:
+def response_file(path: Path, *, services: int, receiver_port: int,
+                  events_per_minute: int) -> None:
     document = {
         "users": [{"id": "oncall", "name": "Bench On-call", "email": "oncall@example.com",
                    "contacts": {"hook": f"json://127.0.0.1:{receiver_port}/oncall"}}],
@@ -98,6 +101,7 @@ def response_file(path: Path, *, services: int, receiver_port: int) -> None:
             {"targets": [{"user": "oncall"}], "escalate_after": "30m"}]}],
         "services": [{"id": f"s{n}", "name": f"Service {n}", "escalation_policy": "ops",
                       "page_on": {"priority": ["P1", "P2"]}, "routing_key": routing_key(n),
+                      "events_per_minute": events_per_minute,
                       "alert_grouping": {"type": "content", "fields": ["component"],
                                          "window": "5m"}}
                      for n in range(services)],
@@ -249,15 +253,13 @@ def run(args: argparse.Namespace) -> None:
         with Receiver() as receiver:
             port = free_port()
             responses = workdir / "oncall.yaml"
-            response_file(responses, services=args.services, receiver_port=receiver.port)
+            response_file(responses, services=args.services, receiver_port=receiver.port,
+                          events_per_minute=args.events_per_minute)
             config_path = workdir / "syncd.yaml"
             config_file(config_path, store_url=store_url, port=port, responses=responses)
             daemon = Daemon(load_config(config_path))
             try:
                 daemon.open()
-                if args.events_per_minute != EVENTS_PER_MINUTE:
-                    daemon.alerts.rate_limit = RateLimiter(per_minute=args.events_per_minute,
-                                                           clock=daemon.clock)
                 if not args.keep_throttle:
                     daemon.sender.rate = RELAXED_THROTTLE
                 daemon.start()
