@@ -82,7 +82,7 @@ class Escalations:
             return
         active = escalation is not None and escalation.state == "active"
         if service is None:
-            if active and escalation.origin == "service":
+            if active:
                 self._end(session, escalation, change, "its fields no longer match a service")
             return
         if active:
@@ -111,7 +111,7 @@ class Escalations:
               now: datetime, escalation: Escalation | None = None,
               reason: str) -> Escalation | None:
         """Start (or restart from its first rule) the service's policy for this incident; also
-        the entry point for alerts and plays. A policy missing from the files (they validate
+        the entry point for plays later. A policy missing from the files (they validate
         references, so only a race with a reload) starts nothing: logged, never raised, since
         raising would roll back the change that started it (ADR 0008)."""
         policy = self.responses().escalation_policies.get(service.escalation_policy)
