@@ -110,8 +110,8 @@ class Escalations:
     def start(self, session: Session, incident: Incident, service: Service, *, urgency: str,
               now: datetime, escalation: Escalation | None = None,
               reason: str) -> Escalation | None:
-        """Start (or restart from its first rule) the service's policy for this incident; also
-        the entry point for plays later. A policy missing from the files (they validate
+        """Start (or restart from its first rule) the service's policy for this incident. A
+        policy missing from the files (they validate
         references, so only a race with a reload) starts nothing: logged, never raised, since
         raising would roll back the change that started it (ADR 0008)."""
         policy = self.responses().escalation_policies.get(service.escalation_policy)
