@@ -111,9 +111,9 @@ class Escalations:
               now: datetime, escalation: Escalation | None = None,
               reason: str) -> Escalation | None:
         """Start (or restart from its first rule) the service's policy for this incident. A
-        policy missing from the files (they validate
-        references, so only a race with a reload) starts nothing: logged, never raised, since
-        raising would roll back the change that started it (ADR 0008)."""
+        policy missing from the files (they validate references, so only a race with a reload)
+        starts nothing: logged, never raised, since raising would roll back the change that
+        started it (ADR 0008)."""
         policy = self.responses().escalation_policies.get(service.escalation_policy)
         if policy is None:
             log.error("a service's escalation policy is missing; not paging",
