@@ -41,6 +41,9 @@ CONNECTOR_PAUSED = Gauge(
 WORKER_RESTARTS = Counter(
     "syncd_worker_restarts_total", "Worker threads restarted after a crash.",
     ["worker"], registry=REGISTRY)
+ACTIONS = Counter(
+    "syncd_actions_total", "Custom Incident Action runs, by action and outcome "
+    "(succeeded/failed/unknown).", ["action", "outcome"], registry=REGISTRY)
 RESPONSE_RELOADS = Counter(
     "syncd_response_reloads_total", "Response file reloads, by outcome (applied/rejected).",
     ["outcome"], registry=REGISTRY)

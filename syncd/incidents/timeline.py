@@ -63,6 +63,9 @@ def describe(entry: TimelineEntry) -> str:
                 f"{data.get('reason')}")
     if kind.startswith("alert_"):
         return _alert(kind, data, data.get("from"))
+    if kind.startswith("action_"):
+        from syncd.response.actions import describe as describe_action
+        return describe_action(kind, data, entry.actor)
     if kind == "change_event":
         return f"change from {data.get('from') or 'a source'}: {_value(data.get('summary'))}"
     words = kind.replace("_", " ")

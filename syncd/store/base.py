@@ -47,4 +47,5 @@ def import_all_models() -> None:
     import syncd.incidents.models  # noqa: F401
     import syncd.notify.models  # noqa: F401
     import syncd.oncall.models  # noqa: F401
+    import syncd.response.models  # noqa: F401
     import syncd.store.models  # noqa: F401
