@@ -25,6 +25,7 @@ from syncd.engine.models import OutboxItem
 from syncd.engine.supervisor import Loop, Supervisor
 from syncd.engine.sync_engine import EngineSettings, SyncEngine
 from syncd.mapping.reload import MappingSet
+from syncd.response.actions import sweep_interrupted_runs
 from syncd.store import db, queue
 from syncd.store.locks import SingletonLock
 from syncd.store.process_lock import SqliteProcessLock, StoreInUse
@@ -204,6 +205,7 @@ class Daemon:
         self.supervisor.add(Loop("escalation", self.escalations.cycle,
                                  interval=PAGING_CYCLE_SECONDS, wake=self.escalations.wake))
         self.supervisor.add(self.sender_loop)
+        self.supervisor.add(Loop("action-runs", lambda: sweep_interrupted_runs(self.sessions, self.clock), interval=60))
         self.supervisor.add(Loop("alert-gauges", self.alerts.update_gauges,
                                  interval=ALERT_GAUGES_SECONDS))
         self._opened.callback(self.supervisor.stop, SHUTDOWN_SECONDS - HTTP_STOP_SECONDS)
@@ -239,12 +241,14 @@ class Daemon:
         from syncd.api.alerts import alert_router, events_router
         from syncd.api.auth import bearer_actor
         from syncd.api.oncall import oncall_router
+        from syncd.api.actions import action_router
         assert self.engine is not None
         routers = [oncall_router(sessions=self.sessions, responses=self.responses.current,
                                  clock=self.clock, actor=bearer_actor(settings.api_tokens),
                                  calendar_keys=self.calendar_keys),
                    events_router(self.alerts),
-                   alert_router(self.alerts, bearer_actor(settings.api_tokens))]
+                   alert_router(self.alerts, bearer_actor(settings.api_tokens)),
+                   action_router(sessions=self.sessions, responses=self.responses.current, clock=self.clock, actor=bearer_actor(settings.api_tokens))]
         if self.ack_links is not None:
             routers.append(ack_link_router(
                 links=self.ack_links, commands=self.engine.commands, sessions=self.sessions,

@@ -258,3 +258,10 @@ def describe(kind: str, data: dict[str, Any], actor: str | None) -> str:
         return f"action {label} outcome unknown: {data.get('error')}"
     code = f" (HTTP {data['status_code']})" if data.get("status_code") else ""
     return f"action {label} failed{code}{took}: {data.get('error')}"
+
+
+def sweep_interrupted_runs(sessions: sessionmaker[Session], clock: Clock) -> None:
+    """One round of :func:`mark_interrupted_runs` in its own transaction, for the daemon's loop
+    (at start, then every minute: a replica that died is noticed by the others too)."""
+    with transaction(sessions) as session:
+        mark_interrupted_runs(session=session, now=clock.now())
