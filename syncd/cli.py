@@ -280,6 +280,36 @@ def cmd_note(args: argparse.Namespace) -> int:
     return _incident_command(args, add)
 
 
+def cmd_action_run(args: argparse.Namespace) -> int:
+    """Run a Custom Incident Action as the daemon would: the row, the call, the timeline."""
+    from syncd.daemon import Daemon, StartupError
+    from syncd.incidents import service as incident_service
+    from syncd.response import actions
+    daemon = Daemon(load_config_or_fail(args.config))
+    try:
+        daemon.open(for_commands=True)
+        run = actions.run_action(
+            sessions=daemon.sessions, clock=daemon.clock, responses=daemon.responses.current(),
+            action_id=args.action, incident_id=args.id, actor=args.as_user or _cli_actor(),
+            source="cli", confirmed=args.yes)
+    except StartupError as error:
+        raise UsageError(str(error)) from None
+    except incident_service.NotFound as error:
+        raise UsageError(str(error)) from None
+    except actions.ActionRefused as refused:
+        if refused.status == 404:
+            raise UsageError(str(refused)) from None
+        print(f"syncd: {refused}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        daemon.stop()
+    took = f" in {run.duration_ms} ms" if run.duration_ms is not None else ""
+    code = f" HTTP {run.status_code}" if run.status_code is not None else ""
+    print(f"SYN-{args.id}: action {run.label} {run.state}{code}{took}"
+          + (f": {run.error}" if run.error else ""))
+    return EXIT_OK if run.state == "succeeded" else EXIT_FAILURE
+
+
 def cmd_incidents_list(args: argparse.Namespace) -> int:
     from syncd.incidents import service as incident_service
     with store_transaction(args) as session:
@@ -691,6 +721,19 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--deployment", choices=["Cloud", "Server"], default="Cloud",
                           help="Jira only: which Jira to imitate")
     simulate.set_defaults(handler=cmd_simulate)
+
+    action = commands.add_parser("action", help="Custom Incident Actions")
+    action_commands = action.add_subparsers(dest="action_command", metavar="SUBCOMMAND")
+    action_run = action_commands.add_parser(
+        "run", help="run an action on an incident: the call, its answer on the timeline")
+    action_run.add_argument("action", metavar="ACTION", help="an action id from the response files")
+    action_run.add_argument("id", type=int, metavar="ID", help="the incident number (SYN-<ID>)")
+    action_run.add_argument("--yes", action="store_true",
+                            help="confirm an action that asks for a confirmation")
+    action_run.add_argument("--as", dest="as_user", metavar="USER",
+                            help="who runs it (on the timeline); default cli:<your login>")
+    _add_config_option(action_run)
+    action_run.set_defaults(handler=cmd_action_run)
 
     incidents = commands.add_parser("incidents", help="incidents in the store")
     incident_commands_parser = incidents.add_subparsers(dest="incidents_command")

@@ -238,10 +238,10 @@ class Daemon:
 
     def _paging_routers(self, settings) -> list:
         from syncd.api.ack_links import ack_link_router
+        from syncd.api.actions import action_router
         from syncd.api.alerts import alert_router, events_router
         from syncd.api.auth import bearer_actor
         from syncd.api.oncall import oncall_router
-        from syncd.api.actions import action_router
         assert self.engine is not None
         routers = [oncall_router(sessions=self.sessions, responses=self.responses.current,
                                  clock=self.clock, actor=bearer_actor(settings.api_tokens),

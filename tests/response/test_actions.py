@@ -6,7 +6,6 @@ import json
 import socket
 import textwrap
 import threading
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
