@@ -37,6 +37,7 @@ AUTH_RECHECK_SECONDS = 60.0
 MAPPING_RELOAD_SECONDS = 2.0
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_STALE_SECONDS = 5 * HEARTBEAT_SECONDS   # a replica silent this long is taken for dead
+ACTION_SWEEP_SECONDS = 60.0  # runs left running by a dead process turn unknown
 ALERT_GAUGES_SECONDS = 5.0
 PAGING_CYCLE_SECONDS = 0.25  # escalation and sender cycles: a due page goes out within a second
 SHUTDOWN_SECONDS = 30.0      # below systemd's and Kubernetes' stop timeouts in deploy/
@@ -205,7 +206,9 @@ class Daemon:
         self.supervisor.add(Loop("escalation", self.escalations.cycle,
                                  interval=PAGING_CYCLE_SECONDS, wake=self.escalations.wake))
         self.supervisor.add(self.sender_loop)
-        self.supervisor.add(Loop("action-runs", lambda: sweep_interrupted_runs(self.sessions, self.clock), interval=60))
+        self.supervisor.add(Loop("action-runs",
+                                 lambda: sweep_interrupted_runs(self.sessions, self.clock),
+                                 interval=ACTION_SWEEP_SECONDS))
         self.supervisor.add(Loop("alert-gauges", self.alerts.update_gauges,
                                  interval=ALERT_GAUGES_SECONDS))
         self._opened.callback(self.supervisor.stop, SHUTDOWN_SECONDS - HTTP_STOP_SECONDS)

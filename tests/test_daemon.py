@@ -289,7 +289,7 @@ def test_the_daemon_runs_every_loop_under_the_supervisor_and_applies_a_mapping_e
         loops = daemon.readiness()["loops"]
         assert set(loops) == {"poller-servicenow", "hints", "outbox-0", "outbox-1", "outbox-2",
                               "outbox-3", "gauges", "housekeeping", "heartbeat", "auth-check",
-                              "reload", "escalation", "notify", "alert-gauges"}
+                              "reload", "escalation", "notify", "alert-gauges", "action-runs"}
         wait_until("every loop's first cycle", lambda: {
             state["state"] for state in daemon.readiness()["loops"].values()} == {"running"})
         cpu, wall = time.process_time(), time.monotonic()     # no loop may spin while idle

@@ -237,3 +237,33 @@ def test_the_api_runs_lists_and_refuses(store, clock, receiver, tmp_path):
     assert client.get(f"/api/v1/incidents/{db}/actions").json()["actions"] == []
     assert timeline_texts(store, web)[0] == "action Restart web run by ops-bot"
     assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_syncd_action_run_calls_the_url_and_prints_the_outcome(tmp_path, receiver):
+    """The CLI runs the action as the API does: the row, the call, the outcome, exit 0 / 1."""
+    from syncd.config import load_config
+    from syncd.daemon import Daemon
+    from tests.support import syncd
+
+    target = receiver()
+    (tmp_path / "actions.yaml").write_text(action_file(
+        target.url, confirm="true", body="'{\"incident\": \"{{ incident.number }}\"}'"))
+    config = tmp_path / "syncd.yaml"
+    config.write_text(f'store: {{url: "sqlite:///{tmp_path / "s.db"}"}}\n'
+                      'response: {files: ["actions.yaml"]}\nconnectors: {}\n')
+    assert syncd("db", "upgrade", "--config", str(config)).returncode == 0
+    daemon = Daemon(load_config(config))
+    daemon.open(for_commands=True)
+    try:
+        incident = daemon.engine.commands.create({"title": "Checkout down"}, actor="t",
+                                                 source="test")
+    finally:
+        daemon.stop()
+    refused = syncd("action", "run", "restart", str(incident.id), "--config", str(config))
+    assert refused.returncode == 1 and "confirm" in refused.stderr.lower()
+    assert target.requests == []
+    done = syncd("action", "run", "restart", str(incident.id), "--yes", "--as", "alice",
+                 "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert f"SYN-{incident.id}: action Restart web succeeded HTTP 200" in done.stdout
+    assert json.loads(target.requests[0]["body"]) == {"incident": f"SYN-{incident.id}"}
