@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictBool
 from sqlalchemy.orm import Session, sessionmaker
 
 from syncd.api.errors import refusals_as_http
@@ -19,7 +19,8 @@ from syncd.store.db import transaction
 
 
 class RunAction(BaseModel):
-    confirmed: bool = False
+    # Strictly true: "yes" or 1 must not confirm a call to another system.
+    confirmed: StrictBool = False
 
 
 def action_router(*, sessions: sessionmaker[Session], responses: Callable[[], ResponseSet],

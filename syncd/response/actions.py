@@ -11,6 +11,7 @@ receiver may have acted.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,7 +41,37 @@ if TYPE_CHECKING:
 EXCERPT_BYTES = 4096
 # A run still ``running`` this long after its timeout ended belongs to a process that died.
 INTERRUPTED_MARGIN = timedelta(seconds=60)
-_ENVIRONMENT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+MAX_BODY_BYTES = 64 * 1024     # a rendered body beyond this is a runaway template, not a payload
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, and no operator that builds a huge value: ``"x" * 10**9``, ``"%09999999d" % 1``
+    or ``9 ** 9 ** 9`` would stall or exhaust the process before any size check could run."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise SecurityError("an exponent above 64 is not allowed in a body template")
+        if operator == "*":
+            for text, times in ((left, right), (right, left)):
+                if isinstance(text, (str, list)) and isinstance(times, int) \
+                        and len(text) * times > MAX_BODY_BYTES:
+                    raise SecurityError(f"the body template builds a value over "
+                                        f"{MAX_BODY_BYTES // 1024} KB")
+        if operator == "%" and isinstance(left, str) and len(left) > 0 \
+                and any(char.isdigit() for char in left):
+            width = max((int(part) for part in re.findall(r"\d+", left)), default=0)
+            if width > MAX_BODY_BYTES:
+                raise SecurityError(f"the body template formats a value over "
+                                    f"{MAX_BODY_BYTES // 1024} KB")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENVIRONMENT = _BoundedSandbox(undefined=StrictUndefined, autoescape=False)
+# Loops and macros: a body fills in the incident's fields; nested loops could run for ever in
+# the request thread, and no sandbox bounds the time a template takes.
+_REFUSED_NODES = (nodes.For, nodes.Macro, nodes.CallBlock)
 
 
 class TemplateRefused(Exception):
@@ -62,6 +94,10 @@ def check_template(source: str) -> None:
     except TemplateError as error:
         line = f" (template line {error.lineno})" if getattr(error, "lineno", None) else ""
         raise TemplateRefused(f"the body template does not parse: {error.message}{line}") from None
+    for node in tree.find_all(_REFUSED_NODES):
+        raise TemplateRefused(f"the body template uses {type(node).__name__.lower()}: loops and "
+                              f"macros are not allowed, a body fills in the incident's fields "
+                              f"(template line {node.lineno})")
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         name = node.attr if isinstance(node, nodes.Getattr) else (
             node.arg.value if isinstance(node.arg, nodes.Const) else None)
@@ -91,8 +127,11 @@ def render_body(action: Action, context: dict[str, Any]) -> str | None:
         return None if action.method in ("GET", "DELETE") else json.dumps(context)
     try:
         text = _ENVIRONMENT.from_string(action.body).render(context)
-    except TemplateError as error:   # SecurityError and UndefinedError are TemplateErrors
-        raise ValueError(f"the body template failed: {type(error).__name__}: {error}") from None
+    except Exception as error:     # SecurityError, UndefinedError, RecursionError, OverflowError...
+        raise ValueError(f"the body template failed: {type(error).__name__}: "
+                         f"{str(error)[:300]}") from None
+    if len(text.encode()) > MAX_BODY_BYTES:
+        raise ValueError(f"the rendered body is over {MAX_BODY_BYTES // 1024} KB")
     try:
         json.loads(text)
     except ValueError as error:
@@ -166,13 +205,13 @@ def _call(action: Action, body: str | None, call: Callable[..., requests.Respons
     if body is not None:
         headers = {"Content-Type": "application/json", **headers}
     seconds = action.timeout.total_seconds()
+    deadline = time.monotonic() + seconds
     try:
         with call(action.method, action.url, headers=headers,
                   data=body.encode() if body is not None else None, timeout=seconds,
                   allow_redirects=False, stream=True) as answer:
-            excerpt = answer.raw.read(EXCERPT_BYTES, decode_content=True).decode(
-                "utf-8", errors="replace")
-    except requests.Timeout:
+            excerpt = _read_excerpt(answer, deadline)
+    except (requests.Timeout, _PastDeadline):
         return _Outcome("failed", error=f"timed out after {seconds:g}s")
     except requests.ConnectionError as error:
         refused = "refused" in str(error).lower()
@@ -180,10 +219,43 @@ def _call(action: Action, body: str | None, call: Callable[..., requests.Respons
                         else f"cannot connect: {_short(error)}")
     except requests.RequestException as error:
         return _Outcome("failed", error=f"request failed: {_short(error)}")
+    excerpt = _without_secrets(excerpt, action)
     if 200 <= answer.status_code < 300:
         return _Outcome("succeeded", answer.status_code, excerpt)
     return _Outcome("failed", answer.status_code, excerpt,
                     f"HTTP {answer.status_code} {answer.reason or ''}".strip())
+
+
+class _PastDeadline(Exception):
+    """The answer is still coming when the action's timeout is spent (a receiver that drips)."""
+
+
+def _read_excerpt(answer: requests.Response, deadline: float) -> str:
+    """The first EXCERPT_BYTES of the answer, as text of at most that many UTF-8 bytes, read
+    within the action's whole timeout (``requests`` bounds each read, not the total)."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in answer.iter_content(chunk_size=1):   # byte by byte: the deadline is checked
+        if time.monotonic() > deadline:
+            raise _PastDeadline()
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= EXCERPT_BYTES:
+            break
+    text = b"".join(chunks)[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+    return text.encode()[:EXCERPT_BYTES].decode("utf-8", errors="ignore")
+
+
+def _without_secrets(text: str, action: Action) -> str:
+    """The answer with the action's header values blanked: a receiver may echo its request."""
+    for value in action.headers.values():
+        secret = value.get_secret_value()
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+            for part in secret.split():
+                if len(part) >= 8:
+                    text = text.replace(part, "***")
+    return text
 
 
 def _short(error: Exception) -> str:
@@ -194,7 +266,10 @@ def _short(error: Exception) -> str:
 def _finish(sessions: sessionmaker[Session], clock: Clock, run_id: int, outcome: _Outcome,
             duration_ms: int | None) -> ActionRun:
     with transaction(sessions) as session:
-        run = session.get(ActionRun, run_id)
+        run = session.get(ActionRun, run_id, with_for_update=True)
+        if run.state not in ("pending", "running"):     # the sweep called it unknown meanwhile
+            session.expunge(run)
+            return run
         now = clock.now()
         run.state, run.status_code, run.error = outcome.state, outcome.status_code, outcome.error
         run.response_excerpt, run.duration_ms, run.finished_at = outcome.excerpt, duration_ms, now
@@ -205,10 +280,10 @@ def _finish(sessions: sessionmaker[Session], clock: Clock, run_id: int, outcome:
                   "request": run.request, "status_code": outcome.status_code,
                   "duration_ms": duration_ms, "error": outcome.error,
                   "excerpt": outcome.excerpt})
-        ACTIONS.labels(action=run.action, outcome=outcome.state).inc()
         session.flush()
         session.expunge(run)
-        return run
+    ACTIONS.labels(action=run.action, outcome=outcome.state).inc()      # once committed
+    return run
 
 
 def mark_interrupted_runs(*, session: Session, now: datetime) -> int:
