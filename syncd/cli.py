@@ -238,7 +238,7 @@ def incident_commands(args: argparse.Namespace) -> Iterator:
     daemon = Daemon(load_config_or_fail(args.config))
     try:
         daemon.open(for_commands=True)
-        yield daemon.engine
+        yield daemon
     except StartupError as error:
         raise UsageError(str(error)) from None
     finally:
@@ -247,9 +247,9 @@ def incident_commands(args: argparse.Namespace) -> Iterator:
 
 def _incident_command(args: argparse.Namespace, run: Callable) -> int:
     from syncd.incidents import service as incident_service
-    with incident_commands(args) as engine:
+    with incident_commands(args) as daemon:
         try:
-            changed = run(engine.commands, args.as_user or _cli_actor())
+            changed = run(daemon.engine.commands, args.as_user or _cli_actor())
         except incident_service.NotFound as error:
             raise UsageError(str(error)) from None
         except (incident_service.InvalidTransition, incident_service.InvalidField) as error:
@@ -282,27 +282,22 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 def cmd_action_run(args: argparse.Namespace) -> int:
     """Run a Custom Incident Action as the daemon would: the row, the call, the timeline."""
-    from syncd.daemon import Daemon, StartupError
     from syncd.incidents import service as incident_service
     from syncd.response import actions
-    daemon = Daemon(load_config_or_fail(args.config))
-    try:
-        daemon.open(for_commands=True)
-        run = actions.run_action(
-            sessions=daemon.sessions, clock=daemon.clock, responses=daemon.responses.current(),
-            action_id=args.action, incident_id=args.id, actor=args.as_user or _cli_actor(),
-            source="cli", confirmed=args.yes)
-    except StartupError as error:
-        raise UsageError(str(error)) from None
-    except incident_service.NotFound as error:
-        raise UsageError(str(error)) from None
-    except actions.ActionRefused as refused:
-        if refused.status == 404:
-            raise UsageError(str(refused)) from None
-        print(f"syncd: {refused}", file=sys.stderr)
-        return EXIT_FAILURE
-    finally:
-        daemon.stop()
+    with incident_commands(args) as daemon:
+        try:
+            run = actions.run_action(
+                sessions=daemon.sessions, clock=daemon.clock,
+                responses=daemon.responses.current(), action_id=args.action,
+                incident_id=args.id, actor=args.as_user or _cli_actor(), source="cli",
+                confirmed=args.yes)
+        except incident_service.NotFound as error:
+            raise UsageError(str(error)) from None
+        except actions.ActionRefused as refused:
+            if refused.status == 404:
+                raise UsageError(str(refused)) from None
+            print(f"syncd: {refused}", file=sys.stderr)
+            return EXIT_FAILURE
     took = f" in {run.duration_ms} ms" if run.duration_ms is not None else ""
     code = f" HTTP {run.status_code}" if run.status_code is not None else ""
     print(f"SYN-{args.id}: action {run.label} {run.state}{code}{took}"
@@ -325,9 +320,9 @@ def cmd_incidents_show(args: argparse.Namespace) -> int:
     from fastapi import HTTPException
 
     from syncd.api.incidents import incident_detail
-    with incident_commands(args) as engine:
+    with incident_commands(args) as daemon:
         try:
-            detail = incident_detail(engine, args.id)
+            detail = incident_detail(daemon.engine, args.id)
         except HTTPException as error:
             raise UsageError(str(error.detail)) from None
     print(json.dumps(detail, indent=2, default=str))
