@@ -23,8 +23,9 @@ from syncd.alerts.events import AlertEvent, ChangeEventIn
 from syncd.alerts.grouping import grouping_key, incident_fields_for
 from syncd.alerts.models import Alert, AlertGroup, ChangeEvent
 from syncd.engine.connector_runtime import ConnectorRuntime
-from syncd.engine.propagation import propagate_fields, propagate_new_incident
+from syncd.engine.propagation import propagate_new_incident
 from syncd.incidents import service as incident_service
+from syncd.incidents.commands import update_and_propagate
 from syncd.incidents.hooks import IncidentChange
 from syncd.incidents.models import Incident
 from syncd.oncall.definitions import Service
@@ -221,11 +222,8 @@ def _resolve(session: Session, alert: Alert, service: Service, now: datetime,
 
 def _update(session: Session, incident_id: int, changes: Mapping[str, Any], now: datetime,
             runtimes: Mapping[str, ConnectorRuntime]) -> None:
-    diff = incident_service.update_incident(session=session, incident_id=incident_id,
-                                            changes=changes, now=now, actor=ACTOR, source=SOURCE)
-    propagate_fields(session=session, incident_id=incident_id,
-                     fields={name: new for name, (_, new) in diff.items()},
-                     runtimes=runtimes, now=now)
+    update_and_propagate(session=session, incident_id=incident_id, changes=changes, now=now,
+                         actor=ACTOR, source=SOURCE, runtimes=runtimes)
 
 
 def _alert_count(session: Session, incident_id: int, *, open_only: bool = False) -> int:

@@ -4,6 +4,7 @@ every linked ticket system. ``actor`` is who did it, taken from the credential t
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -95,11 +96,21 @@ class IncidentCommands:
     def _update(self, session: Session, incident_id: int, changes: Mapping[str, Any], *,
                 actor: str | None, source: str, expected_version: int | None
                 ) -> dict[str, tuple[Any, Any]]:
-        diff = incident_service.update_incident(session=session, incident_id=incident_id,
-                                                changes=changes, now=self.clock.now(),
-                                                actor=actor, source=source,
-                                                expected_version=expected_version)
-        propagate_fields(session=session, incident_id=incident_id,
-                         fields={name: new for name, (_, new) in diff.items()},
-                         runtimes=self.runtimes, now=self.clock.now())
-        return diff
+        return update_and_propagate(session=session, incident_id=incident_id, changes=changes,
+                                    now=self.clock.now(), actor=actor, source=source,
+                                    runtimes=self.runtimes, expected_version=expected_version)
+
+
+def update_and_propagate(*, session: Session, incident_id: int, changes: Mapping[str, Any],
+                         now: datetime, actor: str | None, source: str,
+                         runtimes: Mapping[str, ConnectorRuntime],
+                         expected_version: int | None = None) -> dict[str, tuple[Any, Any]]:
+    """Change the incident and queue what really changed for every linked ticket system, in the
+    caller's transaction: what a person's command does, and what syncd does on its own (alerts)."""
+    diff = incident_service.update_incident(session=session, incident_id=incident_id,
+                                            changes=changes, now=now, actor=actor, source=source,
+                                            expected_version=expected_version)
+    propagate_fields(session=session, incident_id=incident_id,
+                     fields={name: new for name, (_, new) in diff.items()},
+                     runtimes=runtimes, now=now)
+    return diff
